@@ -1,0 +1,30 @@
+"""Run a benchmark and write its figures as JSON (see BENCHMARKS.md for the recorded results)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+# name -> module with run_benchmark(json_path, quick=...) -> dict
+BENCHMARKS: dict[str, str] = {
+    "dataload": "visuomotor.eval.bench_dataload",
+    "sim": "visuomotor.eval.bench_sim",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=sorted(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--json", dest="json_path", default=None, help="write the figures to this file")
+    parser.add_argument("--quick", action="store_true", help="a tiny version (seconds), for smoke tests")
+    parser.add_argument(
+        "--store", default=None, help="dataload: measure this store instead of a synthetic one"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHMARKS[args.name])
+    kwargs = {"store_path": args.store} if args.store else {}
+    result = module.run_benchmark(args.json_path, quick=args.quick, **kwargs)
+    print(json.dumps(result, indent=2))
+    return 0

@@ -1,0 +1,70 @@
+"""Inspect, check, convert and compute statistics of episode stores."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    info = sub.add_parser("info", help="episodes, frames, keys, tasks, fps, size on disk")
+    info.add_argument("path", help="episode store (zarr v3, or a Diffusion Policy zarr v2 store)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    info.add_argument("--check", action="store_true", help="also verify that every chunk exists")
+    conv = sub.add_parser("convert", help="convert SRC into a new zarr v3 store DST (arrays bit-identical)")
+    conv.add_argument("src")
+    conv.add_argument("dst")
+    conv.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="rename a key")
+    stats = sub.add_parser("stats", help="compute normalisation statistics and save them in the store")
+    stats.add_argument("path")
+    stats.add_argument("--keys", nargs="*", default=None)
+
+
+def _format_info(info: dict) -> str:
+    lines = [
+        f"store      {info['path']} (zarr v{info['zarr_format']})",
+        f"episodes   {info['episodes']}",
+        f"frames     {info['frames']}  (length min/mean/max {info['episode_length']['min']}/"
+        f"{info['episode_length']['mean']:.1f}/{info['episode_length']['max']})",
+        f"fps        {info['fps']}",
+        f"env        {info['env_id'] or '-'}",
+        f"size       {info['size_on_disk_bytes'] / 1e6:.1f} MB on disk",
+        "keys",
+    ]
+    width = max((len(k) for k in info["keys"]), default=0)
+    for key, meta in info["keys"].items():
+        lines.append(f"  {key:<{width}}  {meta['dtype']:<8} {tuple(meta['shape'])}")
+    lines.append(f"tasks      {len(info['tasks'])}")
+    lines += [f"  {t!r}" for t in info["tasks"][:20]]
+    if len(info["tasks"]) > 20:
+        lines.append(f"  ... {len(info['tasks']) - 20} more")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from visuomotor.datasets import EpisodeStore
+
+    if args.action == "info":
+        store = EpisodeStore.open(args.path)
+        if args.check:
+            store.check_chunks()
+        info = store.info()
+        print(json.dumps(info, indent=2) if args.json else _format_info(info))
+    elif args.action == "convert":
+        from visuomotor.datasets.convert import convert
+
+        rename = {}
+        for item in args.rename:
+            old, sep, new = item.partition("=")
+            if not sep or not old or not new:
+                raise ValueError(f"--rename expects OLD=NEW, got {item!r}")
+            rename[old] = new
+        out = convert(args.src, args.dst, rename=rename)
+        print(f"wrote {out.path}: {out.num_episodes} episodes, {out.num_frames} frames")
+    elif args.action == "stats":
+        from visuomotor.datasets.stats import compute_stats
+
+        store = EpisodeStore.open(args.path, mode="a")
+        print(json.dumps(compute_stats(store, args.keys), indent=2))
+    return 0

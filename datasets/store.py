@@ -1,0 +1,509 @@
+"""The episode store: a zarr v3 group of time-major arrays plus cumulative episode ends (DESIGN §4).
+
+    root/
+      data/<key>          (total_frames, ...) ; images uint8 (T, H, W, C), one frame per chunk
+      meta/episode_ends   int64 cumulative frame counts; appending to it commits an episode
+      meta (group attrs)  "episodes": [{"task": str, "meta": {...}}, ...] per episode
+      root attrs          format_version, fps, env_id, action_space, tasks, stats, user attributes
+
+Crash safety comes from write order plus atomic file writes (zarr's LocalStore writes every chunk and
+metadata document to a temporary file and renames it): data chunks, then the per-episode attributes, then
+the new `episode_ends` entry. A writer killed at any point leaves the committed prefix untouched; frames
+or attributes past the last committed episode are ignored by readers and dropped by the next writer.
+`episode_ends` uses fill value -1, so an entry whose shape was grown but whose value was never written
+reads as -1 and is recognised as uncommitted.
+
+Diffusion Policy's ReplayBuffer stores (zarr v2, same `data/` + `meta/episode_ends` layout) open
+read-only through the same class.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+IMAGE_PREFIX = "observation.images."
+# Low-dim arrays: large chunks (DESIGN §4); 4096 frames of a 39-d float32 state is ~640 KB.
+LOWDIM_CHUNK_FRAMES = 4096
+ENDS_CHUNK = 4096
+
+
+class StoreError(ValueError):
+    """The store or the data given to it is invalid; the message names the array and episode."""
+
+
+def is_image_key(key: str) -> bool:
+    return key.startswith(IMAGE_PREFIX)
+
+
+def _codecs(key: str) -> list[Any]:
+    # lz4 decodes fastest, which is what the training loader needs; crc32c turns silent bit rot into an
+    # error instead of a wrong sample.
+    shuffle = "noshuffle" if is_image_key(key) else "shuffle"
+    return [BloscCodec(cname="lz4", clevel=5, shuffle=shuffle), Crc32cCodec()]
+
+
+def _check_key_dtype(key: str, dtype: np.dtype, where: str) -> None:
+    if is_image_key(key) and dtype != np.uint8:
+        raise StoreError(f"{where}: image array '{key}' must be uint8 (H, W, C), got {dtype}")
+    if key in ("action", "observation.state", "observation.environment_state") and dtype.kind != "f":
+        raise StoreError(f"{where}: array '{key}' must be floating point, got {dtype}")
+
+
+class EpisodeStore:
+    """An episode store on disk. Create with `create`, open with `open`; see the module docstring."""
+
+    def __init__(self, root: zarr.Group, path: Path, mode: str) -> None:
+        self._root = root
+        self.path = path
+        self.mode = mode
+        self.zarr_format: int = root.metadata.zarr_format
+        if "data" not in root or not isinstance(root["data"], zarr.Group):
+            raise StoreError(f"{path}: not an episode store: group 'data' is missing")
+        if "meta" not in root or "episode_ends" not in root["meta"]:
+            raise StoreError(f"{path}: not an episode store: array 'meta/episode_ends' is missing")
+        self._data: zarr.Group = root["data"]
+        self._meta: zarr.Group = root["meta"]
+        self._arrays: dict[str, zarr.Array] = {name: arr for name, arr in self._data.arrays()}
+        self._readers: dict[str, ChunkReader] = {}
+        self._ends = self._read_episode_ends()
+        self._episodes_meta: list[dict[str, Any]] = list(self._meta.attrs.get("episodes", []))
+        self._validate_arrays()
+
+    # ------------------------------------------------------------------ opening and creating
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        fps: int,
+        env_id: str = "",
+        action_space: Mapping[str, Any] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> EpisodeStore:
+        """A new, empty store. Arrays are created by the first `append_episode`."""
+        path = Path(path)
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; open it with mode='a' to append")
+        if fps <= 0:
+            raise StoreError(f"fps must be positive, got {fps}")
+        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        root.create_group("data")
+        meta = root.create_group("meta")
+        meta.create_array(
+            "episode_ends",
+            shape=(0,),
+            chunks=(ENDS_CHUNK,),
+            dtype="int64",
+            fill_value=-1,
+            compressors=None,
+        )
+        meta.attrs["episodes"] = []
+        root_attrs: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "fps": int(fps),
+            "env_id": env_id,
+            "action_space": dict(action_space or {}),
+            "tasks": [],
+        }
+        root_attrs.update(_jsonable(dict(attrs or {}), "attrs"))
+        root.attrs.update(root_attrs)
+        return cls(root, path, "a")
+
+    @classmethod
+    def open(cls, path: str | Path, mode: str = "r") -> EpisodeStore:
+        """Open an existing store: mode "r" (read-only) or "a" (append)."""
+        if mode not in ("r", "a"):
+            raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such store")
+        if not path.is_dir() or not any((path / f).exists() for f in ("zarr.json", ".zgroup")):
+            raise StoreError(f"{path}: not a zarr store (no zarr.json or .zgroup)")
+        try:
+            root = zarr.open_group(str(path), mode="r" if mode == "r" else "r+")
+        except Exception as exc:
+            raise StoreError(f"{path}: cannot open as a zarr group: {exc}") from exc
+        if mode == "a" and root.metadata.zarr_format != 3:
+            raise StoreError(
+                f"{path}: zarr v{root.metadata.zarr_format} stores open read-only; "
+                "convert it with `visuomotor dataset convert SRC DST`"
+            )
+        store = cls(root, path, mode)
+        if mode == "a":
+            store._drop_uncommitted()
+        return store
+
+    # ------------------------------------------------------------------ validation
+    def _read_episode_ends(self) -> np.ndarray:
+        arr = self._meta["episode_ends"]
+        where = f"{self.path}: array 'meta/episode_ends'"
+        if arr.ndim != 1 or np.dtype(arr.dtype).kind not in "iu":
+            raise StoreError(f"{where} must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+        reader = ChunkReader(arr, "meta/episode_ends")
+        n_rows, clen = arr.shape[0], arr.chunks[0]
+        parts = []
+        for c in range(math.ceil(n_rows / clen)):
+            rows = min(clen, n_rows - c * clen)
+            try:
+                parts.append(reader.read((c,))[:rows])
+            except ChunkError as exc:
+                # A writer killed between growing the array and writing the first entry of a new chunk
+                # leaves exactly that one entry without a chunk: uncommitted, like a trailing -1.
+                if c == math.ceil(n_rows / clen) - 1 and rows == 1 and self.zarr_format == 3:
+                    parts.append(np.full(1, -1, dtype=np.int64))
+                else:
+                    raise StoreError(f"{self.path}: {exc}") from exc
+        raw = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        raw = raw.astype(np.int64)
+        # Trailing -1 entries: shape grown by a writer that died before writing the value.
+        n = len(raw)
+        while n > 0 and raw[n - 1] == -1:
+            n -= 1
+        if n < len(raw):
+            log.warning("%s: ignoring %d uncommitted episode_ends entries", self.path, len(raw) - n)
+        ends = raw[:n]
+        lengths = np.diff(ends, prepend=0)
+        bad = np.flatnonzero(lengths <= 0)
+        if len(bad):
+            e = int(bad[0])
+            prev = 0 if e == 0 else int(ends[e - 1])
+            raise StoreError(
+                f"{where} is not strictly increasing at episode {e}: end {int(ends[e])} after {prev}"
+            )
+        return ends
+
+    def _validate_arrays(self) -> None:
+        total = self.num_frames
+        for key, arr in self._arrays.items():
+            if arr.ndim == 0:
+                raise StoreError(f"{self.path}: array 'data/{key}' is a scalar, expected time-major")
+            if arr.shape[0] < total:
+                ep = int(np.searchsorted(self._ends, arr.shape[0], side="right"))
+                raise StoreError(
+                    f"{self.path}: array 'data/{key}' has {arr.shape[0]} frames but episode_ends says "
+                    f"{total}: episode {ep} is incomplete in '{key}'"
+                )
+            _check_key_dtype(key, np.dtype(arr.dtype), f"{self.path}")
+
+    def check_chunks(self) -> None:
+        """Verify that every chunk holding committed frames exists on disk (a slower, full check)."""
+        for key in self.keys:
+            missing = self._reader(key).missing_chunks(self.num_frames)
+            if missing:
+                first = missing[0][0] * self._arrays[key].chunks[0]
+                ep = self.episode_of(first)
+                raise StoreError(
+                    f"{self.path}: array 'data/{key}' is missing {len(missing)} chunk(s), first at "
+                    f"frame {first} (episode {ep})"
+                )
+
+    def _drop_uncommitted(self) -> None:
+        """Trim whatever a killed writer left past the last committed episode."""
+        total = self.num_frames
+        for key, arr in self._arrays.items():
+            if arr.shape[0] > total:
+                log.warning(
+                    "%s: dropping %d uncommitted frames of '%s'", self.path, arr.shape[0] - total, key
+                )
+                arr.resize((total, *arr.shape[1:]))
+        ends_arr = self._meta["episode_ends"]
+        if ends_arr.shape[0] > self.num_episodes:
+            ends_arr.resize((self.num_episodes,))
+        if len(self._episodes_meta) > self.num_episodes:
+            self._episodes_meta = self._episodes_meta[: self.num_episodes]
+            self._meta.attrs["episodes"] = self._episodes_meta
+        for partial in self.path.rglob("*.partial"):
+            partial.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._root.attrs)
+
+    @property
+    def fps(self) -> float:
+        return float(self._root.attrs.get("fps", 10))
+
+    @property
+    def env_id(self) -> str:
+        return str(self._root.attrs.get("env_id", ""))
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self._ends)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return self._ends.copy()
+
+    @property
+    def episode_starts(self) -> np.ndarray:
+        return np.concatenate([[0], self._ends[:-1]]).astype(np.int64)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(self._ends, prepend=0)
+
+    @property
+    def keys(self) -> list[str]:
+        return sorted(self._arrays)
+
+    def array(self, key: str) -> zarr.Array:
+        try:
+            return self._arrays[key]
+        except KeyError:
+            raise KeyError(f"{self.path}: no array 'data/{key}'; the store has {self.keys}") from None
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Per-frame shape of `key`."""
+        return tuple(self.array(key).shape[1:])
+
+    def dtype(self, key: str) -> np.dtype:
+        return np.dtype(self.array(key).dtype)
+
+    def task(self, episode: int) -> str:
+        self._check_episode(episode)
+        if episode < len(self._episodes_meta):
+            return str(self._episodes_meta[episode].get("task", ""))
+        return ""
+
+    def episode_meta(self, episode: int) -> dict[str, Any]:
+        self._check_episode(episode)
+        if episode < len(self._episodes_meta):
+            return dict(self._episodes_meta[episode].get("meta", {}))
+        return {}
+
+    @property
+    def tasks(self) -> list[str]:
+        """Distinct task texts, in order of first appearance."""
+        return list(dict.fromkeys(self.task(i) for i in range(self.num_episodes)))
+
+    def episode_of(self, frame: int) -> int:
+        return int(np.searchsorted(self._ends, frame, side="right"))
+
+    def _check_episode(self, episode: int) -> None:
+        if not 0 <= episode < self.num_episodes:
+            raise IndexError(f"{self.path}: episode {episode} out of range (store has {self.num_episodes})")
+
+    # ------------------------------------------------------------------ reading
+    def _reader(self, key: str) -> ChunkReader:
+        if key not in self._readers:
+            self._readers[key] = ChunkReader(self.array(key), f"data/{key}")
+        return self._readers[key]
+
+    def read_rows(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """Frames at global indices `rows` of `key` (any order, repeats allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_frames):
+            raise IndexError(f"{self.path}: frame index out of range [0, {self.num_frames}) for '{key}'")
+        try:
+            return gather_rows(self._reader(key), rows)
+        except ChunkError as exc:
+            ep = self.episode_of(int(rows.min())) if len(rows) else 0
+            bad = sorted({self.episode_of(int(r)) for r in rows})
+            where = f"episode {ep}" if len(bad) == 1 else f"episodes {bad[0]}..{bad[-1]}"
+            raise StoreError(f"{self.path}: reading '{key}' ({where}): {exc}") from exc
+
+    def frames(self, start: int, stop: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Global frame range [start, stop) of the given keys (all keys by default)."""
+        if not 0 <= start <= stop <= self.num_frames:
+            raise IndexError(f"{self.path}: frame range [{start}, {stop}) outside [0, {self.num_frames})")
+        rows = np.arange(start, stop)
+        return {k: self.read_rows(k, rows) for k in (keys if keys is not None else self.keys)}
+
+    def episode(
+        self, episode: int, keys: Iterable[str] | None = None, start: int = 0, stop: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Frames [start, stop) of one episode (the whole episode by default)."""
+        self._check_episode(episode)
+        s0 = int(self.episode_starts[episode])
+        n = int(self.episode_lengths[episode])
+        stop = n if stop is None else stop
+        if not 0 <= start <= stop <= n:
+            raise IndexError(f"{self.path}: range [{start}, {stop}) outside episode {episode} of length {n}")
+        return self.frames(s0 + start, s0 + stop, keys)
+
+    def load(self, key: str) -> np.ndarray:
+        """The whole committed array of `key` in memory."""
+        return self.read_rows(key, np.arange(self.num_frames))
+
+    def nbytes(self, key: str) -> int:
+        return self.num_frames * math.prod(self.shape(key)) * self.dtype(key).itemsize
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+    # ------------------------------------------------------------------ writing
+    def _require_writable(self) -> None:
+        if self.mode != "a":
+            raise StoreError(f"{self.path}: store is open read-only; open it with mode='a' to write")
+
+    def _validate_episode(self, data: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        where = f"{self.path}: episode {self.num_episodes}"
+        if not data:
+            raise StoreError(f"{where}: no arrays given")
+        arrays = {k: np.asarray(v) for k, v in data.items()}
+        lengths = {k: (v.shape[0] if v.ndim else -1) for k, v in arrays.items()}
+        if any(n < 0 for n in lengths.values()):
+            scalars = [k for k, n in lengths.items() if n < 0]
+            raise StoreError(f"{where}: arrays must be time-major, got scalar(s) {scalars}")
+        if len(set(lengths.values())) != 1:
+            raise StoreError(
+                f"{where}: ragged lengths, every array needs the same number of frames: {lengths}"
+            )
+        length = next(iter(lengths.values()))
+        if length == 0:
+            raise StoreError(f"{where}: episode has no frames")
+        if self._arrays:
+            missing = sorted(set(self._arrays) - set(arrays))
+            extra = sorted(set(arrays) - set(self._arrays))
+            if missing or extra:
+                raise StoreError(
+                    f"{where}: keys do not match the store: missing {missing}, unexpected {extra}"
+                )
+        for key, value in arrays.items():
+            _check_key_dtype(key, value.dtype, where)
+            if is_image_key(key) and value.ndim != 4:
+                raise StoreError(
+                    f"{where}: image array '{key}' must be (T, H, W, C), got shape {value.shape}"
+                )
+            if key in self._arrays:
+                arr = self._arrays[key]
+                if tuple(arr.shape[1:]) != value.shape[1:]:
+                    raise StoreError(
+                        f"{where}: array '{key}' has frame shape {value.shape[1:]}, the store has "
+                        f"{tuple(arr.shape[1:])}"
+                    )
+                want = np.dtype(arr.dtype)
+                # Float precision may differ (numpy defaults to float64); other kinds must match exactly.
+                if value.dtype != want and not (value.dtype.kind == want.kind == "f"):
+                    raise StoreError(f"{where}: array '{key}' has dtype {value.dtype}, the store has {want}")
+                arrays[key] = value.astype(want, copy=False)
+            elif value.dtype == np.float64:
+                arrays[key] = value.astype(np.float32)
+            if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
+                raise StoreError(f"{where}: array '{key}' contains NaN or inf")
+        return arrays, length
+
+    def append_episode(
+        self, data: Mapping[str, np.ndarray], task: str = "", meta: Mapping[str, Any] | None = None
+    ) -> int:
+        """Write one episode and commit it; returns its index. Nothing is committed if this raises."""
+        self._require_writable()
+        arrays, length = self._validate_episode(data)
+        meta_json = _jsonable(dict(meta or {}), f"episode {self.num_episodes} meta")
+        start, stop = self.num_frames, self.num_frames + length
+        for key, value in arrays.items():
+            if key not in self._arrays:
+                frame_shape = value.shape[1:]
+                chunk_t = 1 if is_image_key(key) else LOWDIM_CHUNK_FRAMES
+                self._arrays[key] = self._data.create_array(
+                    key,
+                    shape=(0, *frame_shape),
+                    chunks=(chunk_t, *frame_shape),
+                    dtype=value.dtype,
+                    compressors=_codecs(key),
+                    fill_value=0,
+                )
+            arr = self._arrays[key]
+            arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = value
+        self._readers.clear()
+        entry = {"task": str(task), "meta": meta_json}
+        self._meta.attrs["episodes"] = [*self._episodes_meta, entry]
+        tasks = list(self._root.attrs.get("tasks", []))
+        if task not in tasks:
+            self._root.attrs["tasks"] = [*tasks, task]
+        # The commit point: grow episode_ends and write the new end (DESIGN §4).
+        ends_arr = self._meta["episode_ends"]
+        n = self.num_episodes
+        ends_arr.resize((n + 1,))
+        ends_arr[n] = stop
+        self._ends = np.append(self._ends, np.int64(stop))
+        self._episodes_meta.append(entry)
+        return n
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Merge `attrs` into the root attributes."""
+        self._require_writable()
+        self._root.attrs.update(_jsonable(dict(attrs), "attrs"))
+
+    # ------------------------------------------------------------------ summaries
+    def info(self) -> dict[str, Any]:
+        """The summary printed by `visuomotor dataset info`."""
+        lengths = self.episode_lengths
+        return {
+            "path": str(self.path),
+            "zarr_format": self.zarr_format,
+            "format_version": self._root.attrs.get("format_version"),
+            "episodes": self.num_episodes,
+            "frames": self.num_frames,
+            "fps": self._root.attrs.get("fps"),
+            "env_id": self.env_id,
+            "keys": {
+                k: {
+                    "shape": list(self.shape(k)),
+                    "dtype": str(self.dtype(k)),
+                    "chunks": list(self.array(k).chunks),
+                }
+                for k in self.keys
+            },
+            "tasks": self.tasks,
+            "episode_length": {
+                "min": int(lengths.min()) if len(lengths) else 0,
+                "mean": float(lengths.mean()) if len(lengths) else 0.0,
+                "max": int(lengths.max()) if len(lengths) else 0,
+            },
+            "size_on_disk_bytes": self.size_on_disk(),
+            "attrs": {k: v for k, v in self.attrs.items() if k not in ("tasks", "stats")},
+            "has_stats": "stats" in self._root.attrs,
+        }
+
+
+def _jsonable(value: dict[str, Any], what: str) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"{what} must be JSON-serialisable: {exc}") from exc
+
+
+def copy_store(src: EpisodeStore, dst: str | Path, episodes: Sequence[int] | None = None) -> EpisodeStore:
+    """Copy `src` (any supported format) into a new v3 store at `dst`, arrays bit-identical."""
+    dst = Path(dst)
+    attrs = {
+        k: v
+        for k, v in src.attrs.items()
+        if k not in ("format_version", "fps", "env_id", "tasks", "action_space")
+    }
+    out = EpisodeStore.create(
+        dst,
+        fps=int(round(src.fps)),
+        env_id=src.env_id,
+        action_space=src.attrs.get("action_space") or {},
+        attrs=attrs,
+    )
+    try:
+        for i in episodes if episodes is not None else range(src.num_episodes):
+            out.append_episode(src.episode(i), task=src.task(i), meta=src.episode_meta(i))
+    except BaseException:
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
+    return out

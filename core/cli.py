@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visuomotor",
-        description="Train visuomotor policies from demonstrations; evaluate them in Metaworld and robosuite.",
+        description="Train visuomotor policies from demonstrations; evaluate them in Metaworld, robosuite.",
     )
     parser.add_argument("--version", action="version", version=f"visuomotor {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -29,14 +29,13 @@ if __name__ == "datasets":  # imported under the wrong name, from the repository
         _sys.path[:] = _saved_path
 else:
     from visuomotor.datasets.sampler import SequenceSampler, WindowSpec, split_episodes
-    from visuomotor.datasets.store import EpisodeStore, StoreError, copy_store, is_image_key
+    from visuomotor.datasets.store import EpisodeStore, StoreError, is_image_key
 
     __all__ = [
         "EpisodeStore",
         "SequenceSampler",
         "StoreError",
         "WindowSpec",
-        "copy_store",
         "is_image_key",
         "split_episodes",
     ]

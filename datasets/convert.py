@@ -44,7 +44,7 @@ def convert(
     attrs["converted_from"] = {"path": str(src.resolve()), "format": fmt}
     out = EpisodeStore.create(
         dst,
-        fps=fps or int(round(source.fps)),
+        fps=fps or round(source.fps),
         env_id=source.env_id,
         action_space=source.attrs.get("action_space") or {},
         attrs=attrs,

@@ -51,5 +51,5 @@ def random_crop(
     tops = torch.randint(0, H - h + 1, (B,), generator=generator).tolist()
     lefts = torch.randint(0, W - w + 1, (B,), generator=generator).tolist()
     return torch.stack(
-        [img[..., t : t + h, l : l + w] for img, t, l in zip(images, tops, lefts, strict=True)]
+        [img[..., t : t + h, left : left + w] for img, t, left in zip(images, tops, lefts, strict=True)]
     )

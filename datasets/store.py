@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -483,27 +482,3 @@ def _jsonable(value: dict[str, Any], what: str) -> dict[str, Any]:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
         raise StoreError(f"{what} must be JSON-serialisable: {exc}") from exc
-
-
-def copy_store(src: EpisodeStore, dst: str | Path, episodes: Sequence[int] | None = None) -> EpisodeStore:
-    """Copy `src` (any supported format) into a new v3 store at `dst`, arrays bit-identical."""
-    dst = Path(dst)
-    attrs = {
-        k: v
-        for k, v in src.attrs.items()
-        if k not in ("format_version", "fps", "env_id", "tasks", "action_space")
-    }
-    out = EpisodeStore.create(
-        dst,
-        fps=int(round(src.fps)),
-        env_id=src.env_id,
-        action_space=src.attrs.get("action_space") or {},
-        attrs=attrs,
-    )
-    try:
-        for i in episodes if episodes is not None else range(src.num_episodes):
-            out.append_episode(src.episode(i), task=src.task(i), meta=src.episode_meta(i))
-    except BaseException:
-        shutil.rmtree(dst, ignore_errors=True)
-        raise
-    return out

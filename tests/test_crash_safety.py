@@ -1,0 +1,153 @@
+"""A writer killed with SIGKILL leaves a store that opens with every committed episode intact.
+
+The child process below appends deterministic episodes. In the systematic test it SIGKILLs itself right
+after the N-th write operation (array resize, chunk write or attribute write) of episode K, for every N,
+so each intermediate state of an append is visited. The random test kills it from outside at arbitrary
+moments, including in the middle of a file write.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from visuomotor.datasets import EpisodeStore
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import numpy as np
+    import zarr
+    from zarr.core.attributes import Attributes
+    from visuomotor.datasets import EpisodeStore
+
+    path, n_episodes, kill_episode, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    state = {"episode": -1, "ops": 0}
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            if state["episode"] == kill_episode:
+                state["ops"] += 1
+                if state["ops"] == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return out
+        return wrapper
+
+    zarr.Array.__setitem__ = counted(zarr.Array.__setitem__)
+    zarr.Array.resize = counted(zarr.Array.resize)
+    Attributes.__setitem__ = counted(Attributes.__setitem__)
+
+    def episode(i):
+        rng = np.random.default_rng(i)
+        T = 5 + i
+        return {
+            "observation.state": rng.normal(size=(T, 3)).astype(np.float32),
+            "action": rng.normal(size=(T, 2)).astype(np.float32),
+            "observation.images.cam": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
+        }
+
+    store = EpisodeStore.open(path, mode="a") if os.path.exists(path) else EpisodeStore.create(path, fps=10)
+    for i in range(store.num_episodes, n_episodes):
+        state["episode"] = i
+        store.append_episode(episode(i), task=f"task {i}", meta={"seed": i})
+        print(f"committed {i}", flush=True)
+    print(f"ops {state['ops']}", flush=True)
+    """
+)
+
+
+def expected_episode(i: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(i)
+    T = 5 + i
+    return {
+        "observation.state": rng.normal(size=(T, 3)).astype(np.float32),
+        "action": rng.normal(size=(T, 2)).astype(np.float32),
+        "observation.images.cam": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
+    }
+
+
+def run_child(tmp_path: Path, store: Path, n: int, kill_episode: int = -1, kill_after: int = 0):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    return subprocess.run(
+        [sys.executable, str(script), str(store), str(n), str(kill_episode), str(kill_after)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def assert_committed_intact(store_path: Path, n: int) -> None:
+    store = EpisodeStore.open(store_path)
+    assert store.num_episodes == n
+    for i in range(n):
+        got = store.episode(i)
+        for key, want in expected_episode(i).items():
+            assert got[key].dtype == want.dtype
+            assert got[key].tobytes() == want.tobytes(), f"episode {i} key {key} changed"
+        assert store.task(i) == f"task {i}"
+        assert store.episode_meta(i) == {"seed": i}
+
+
+def image_chunk_bytes(store_path: Path, frames: range) -> list[bytes]:
+    return [(store_path / f"data/observation.images.cam/c/{t}/0/0/0").read_bytes() for t in frames]
+
+
+def test_ops_per_episode_is_what_the_systematic_test_covers(tmp_path):
+    """Counts the write operations of one append, so the parametrisation below visits all of them."""
+    result = run_child(tmp_path, tmp_path / "s.zarr", 3, kill_episode=2, kill_after=10_000)
+    assert result.returncode == 0, result.stderr
+    assert "ops 10" in result.stdout  # 3 resizes + 3 writes + 2 attribute writes + ends resize + write
+
+
+@pytest.mark.parametrize("kill_after", range(1, 11))
+def test_sigkill_at_every_write_step_keeps_committed_episodes(tmp_path, kill_after):
+    store = tmp_path / "s.zarr"
+    reference = tmp_path / "ref.zarr"
+    assert run_child(tmp_path, reference, 3).returncode == 0
+    result = run_child(tmp_path, store, 3, kill_episode=2, kill_after=kill_after)
+    assert result.returncode == -signal.SIGKILL
+    committed = 2 if kill_after < 10 else 3  # the 10th op writes the episode_ends entry: the commit
+    assert_committed_intact(store, committed)
+    n_frames = sum(5 + i for i in range(committed))
+    assert image_chunk_bytes(store, range(n_frames)) == image_chunk_bytes(reference, range(n_frames))
+    # A new writer trims the leftovers of the killed one and carries on.
+    result = run_child(tmp_path, store, 4)
+    assert result.returncode == 0, result.stderr
+    assert_committed_intact(store, 4)
+    assert not list(store.rglob("*.partial"))
+
+
+def test_sigkill_at_random_moments(tmp_path):
+    store = tmp_path / "s.zarr"
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    rng = np.random.default_rng(0)
+    target = 40
+    for _ in range(6):
+        before = EpisodeStore.open(store).num_episodes if store.exists() else 0
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(store), str(target), "-1", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        # Wait for the first commit of this run, then kill at a random moment after it.
+        line = proc.stdout.readline()
+        assert line.startswith("committed"), proc.stderr.read()
+        time.sleep(float(rng.uniform(0.0, 0.3)))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        after = EpisodeStore.open(store).num_episodes
+        assert after > before
+        assert_committed_intact(store, after)
+        if after == target:
+            break

@@ -28,7 +28,8 @@ CHILD = textwrap.dedent(
     from zarr.core.attributes import Attributes
     from visuomotor.datasets import EpisodeStore
 
-    path, n_episodes, kill_episode, kill_after = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    path = sys.argv[1]
+    n_episodes, kill_episode, kill_after = (int(a) for a in sys.argv[2:5])
     state = {"episode": -1, "ops": 0}
 
     def counted(fn):

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECK = "import datasets, sys; assert hasattr(datasets, 'load_dataset'), datasets.__file__; print(datasets.__file__)"
+CHECK = (
+    "import datasets, sys; assert hasattr(datasets, 'load_dataset'), datasets.__file__; "
+    "print(datasets.__file__)"
+)
 
 
 @pytest.mark.parametrize(

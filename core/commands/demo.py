@@ -16,13 +16,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="metaworld/reach-v3", help="environment id")
     parser.add_argument("--episodes", type=int, default=4, help="demonstrations to collect")
     parser.add_argument("--eval-episodes", type=int, default=4, help="evaluation episodes")
-    parser.add_argument("--out", default="runs/demo", help="output directory")
+    parser.add_argument("--out", default=None, help="output directory (default: a new runs/demo-N)")
+
+
+def _new_run_dir(parent: Path, stem: str) -> Path:
+    """The first of parent/stem-1, stem-2, ... that does not exist: earlier runs are never overwritten."""
+    n = 1
+    while (parent / f"{stem}-{n}").exists():
+        n += 1
+    return parent / f"{stem}-{n}"
 
 
 def run(args: argparse.Namespace) -> int:
     from visuomotor.cli import main
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else _new_run_dir(Path("runs"), "demo")
     store = out / "demo.zarr"
     if store.exists():
         raise FileExistsError(f"{store} exists from an earlier run; pass --out NEW_DIR or remove it")

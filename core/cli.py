@@ -17,6 +17,12 @@ from visuomotor import __version__
 # name -> (module, one-line help). Explicit on purpose (DESIGN §8): no discovery by naming convention.
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("visuomotor.commands.dataset", "inspect and convert episode stores"),
+    "collect": (
+        "visuomotor.commands.collect",
+        "collect scripted-expert demonstrations into an episode store",
+    ),
+    "eval": ("visuomotor.commands.eval", "evaluate a policy in simulation (success rate, videos, JSON)"),
+    "train": ("visuomotor.commands.train", "train a policy on an episode store"),
     "bench": ("visuomotor.commands.bench", "run a benchmark and write its figures as JSON"),
     "demo": ("visuomotor.commands.demo", "run the end-to-end quickstart on a small default"),
 }
@@ -50,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
         # User errors (bad store, bad id, bad flag values) print one clear line, not a traceback.
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

@@ -21,7 +21,11 @@ import zarr
 
 
 class ChunkError(Exception):
-    """A chunk is missing or corrupt; the message says which file."""
+    """A chunk is missing or corrupt; the message says which file, `coords` which chunk."""
+
+    def __init__(self, message: str, coords: tuple[int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.coords = coords
 
 
 def _crc32c_check(data: bytes, where: str) -> bytes:
@@ -106,25 +110,30 @@ class ChunkReader:
             with open(path, "rb") as f:
                 data: Any = f.read()
         except FileNotFoundError:
-            raise ChunkError(f"array '{self.name}' chunk {coords}: chunk file {path} is missing") from None
+            raise ChunkError(
+                f"array '{self.name}' chunk {coords}: chunk file {path} is missing", coords
+            ) from None
         try:
             for decode in self._decode:
                 data = decode(data)
             out = np.frombuffer(data, dtype=self._read_dtype)
         except ChunkError as exc:
-            raise ChunkError(f"{exc} at chunk {coords}") from None
+            raise ChunkError(f"{exc} at chunk {coords}", coords) from None
         except Exception as exc:  # codec errors come as RuntimeError, ValueError, ...
-            raise ChunkError(f"array '{self.name}' chunk {coords}: cannot decode {path}: {exc}") from exc
+            raise ChunkError(
+                f"array '{self.name}' chunk {coords}: cannot decode {path}: {exc}", coords
+            ) from exc
         if out.size != self._chunk_size:
             raise ChunkError(
                 f"array '{self.name}' chunk {coords}: decoded {out.size} values, expected "
-                f"{self._chunk_size} (chunk is corrupt)"
+                f"{self._chunk_size} (chunk is corrupt)",
+                coords,
             )
         return out.reshape(self.chunk_shape)
 
     def _read_via_zarr(self, coords: tuple[int, ...], where: str) -> np.ndarray:
         if not self.chunk_exists(coords):
-            raise ChunkError(f"{where}: chunk is missing")
+            raise ChunkError(f"{where}: chunk is missing", coords)
         sel = tuple(
             slice(i * c, min((i + 1) * c, s))
             for i, c, s in zip(coords, self.chunk_shape, self.array.shape, strict=True)
@@ -132,7 +141,7 @@ class ChunkReader:
         try:
             part = np.asarray(self.array[sel])
         except Exception as exc:
-            raise ChunkError(f"{where}: cannot read: {exc}") from exc
+            raise ChunkError(f"{where}: cannot read: {exc}", coords) from exc
         out = np.zeros(self.chunk_shape, dtype=self.dtype)
         out[tuple(slice(0, n) for n in part.shape)] = part
         return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from einops import rearrange
 from torch import Tensor
 
@@ -22,6 +21,8 @@ def _flat(images: Tensor) -> tuple[Tensor, tuple[int, ...]]:
 
 def resize(images: Tensor, size: int | tuple[int, int]) -> Tensor:
     """(..., C, H, W) -> (..., C, h, w), bilinear with antialiasing."""
+    import torchvision.transforms.v2.functional as TF  # heavy import (seconds), only when resizing
+
     size = (size, size) if isinstance(size, int) else size
     flat, lead = _flat(images)
     out = TF.resize(flat, list(size), antialias=True)

@@ -51,7 +51,7 @@ def compute_key_stats(store: EpisodeStore, key: str) -> dict[str, list[float]]:
         n = hist.sum(axis=1)
         mean = (hist * values).sum(axis=1) / n
         var = (hist * (values[None] - mean[:, None]) ** 2).sum(axis=1) / n
-        edges = np.broadcast_to(np.linspace(0, 1, 257) - 0.5 / 255, (len(n), 257))
+        edges = np.broadcast_to((np.arange(257) - 0.5) / 255, (len(n), 257))  # bin v spans v/255 +- 0.5/255
         q = _quantiles_from_hist(hist, edges, (0.01, 0.99))
         nonzero = hist > 0
         lo = np.array([values[np.flatnonzero(r)[0]] for r in nonzero])
@@ -107,17 +107,25 @@ def compute_stats(store: EpisodeStore, keys: list[str] | None = None, save: bool
     when it is writable and `save` is set."""
     if keys is None:
         keys = [k for k in store.keys if is_image_key(k) or store.dtype(k).kind == "f"]
+    missing = [k for k in keys if k not in store.keys]
+    if missing:
+        raise ValueError(f"{store.path}: no array(s) {missing} to compute statistics of; keys: {store.keys}")
     stats = {key: compute_key_stats(store, key) for key in keys}
     if save and store.mode == "a":
         merged = dict(store.attrs.get("stats", {}))
         merged.update(stats)
-        store.update_attrs({"stats": merged, "stats_frames": store.num_frames})
+        # Frames each key's statistics cover: an append makes exactly the recomputed keys current.
+        frames = dict(store.attrs.get("stats_frames", {}) or {})
+        frames.update({k: store.num_frames for k in keys})
+        store.update_attrs({"stats": merged, "stats_frames": frames})
     return stats
 
 
 def load_stats(store: EpisodeStore, keys: list[str]) -> dict[str, Any]:
     """Saved statistics when they are current for `keys`, else computed now (and saved if writable)."""
     saved = store.attrs.get("stats", {})
-    if store.attrs.get("stats_frames") == store.num_frames and all(k in saved for k in keys):
-        return {k: saved[k] for k in keys}
-    return compute_stats(store, keys)
+    frames = store.attrs.get("stats_frames", {})
+    frames = frames if isinstance(frames, dict) else {}
+    stale = [k for k in keys if k not in saved or frames.get(k) != store.num_frames]
+    fresh = compute_stats(store, stale) if stale else {}
+    return {k: fresh[k] if k in fresh else saved[k] for k in keys}

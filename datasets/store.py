@@ -40,6 +40,20 @@ LOWDIM_CHUNK_FRAMES = 4096
 ENDS_CHUNK = 4096
 
 
+FLOAT32_KEYS = ("action", "observation.state", "observation.environment_state")
+
+
+def _writable(arr: zarr.Array) -> zarr.Array:
+    """zarr skips writing chunks equal to the fill value unless told otherwise; the config is not
+    persisted, so it is set on every open. An all-zero frame must exist on disk: a missing chunk is
+    an error for our readers, never a silent fill."""
+    return arr.with_config({"write_empty_chunks": True})
+
+
+def _is_image_like(key: str, value: np.ndarray) -> bool:
+    return is_image_key(key) or (value.dtype == np.uint8 and value.ndim == 4 and value.shape[-1] in (1, 3, 4))
+
+
 class StoreError(ValueError):
     """The store or the data given to it is invalid; the message names the array and episode."""
 
@@ -76,7 +90,7 @@ class EpisodeStore:
             raise StoreError(f"{path}: not an episode store: array 'meta/episode_ends' is missing")
         self._data: zarr.Group = root["data"]
         self._meta: zarr.Group = root["meta"]
-        self._arrays: dict[str, zarr.Array] = {name: arr for name, arr in self._data.arrays()}
+        self._arrays: dict[str, zarr.Array] = {name: _writable(arr) for name, arr in self._data.arrays()}
         self._readers: dict[str, ChunkReader] = {}
         self._ends = self._read_episode_ends()
         self._episodes_meta: list[dict[str, Any]] = list(self._meta.attrs.get("episodes", []))
@@ -104,6 +118,7 @@ class EpisodeStore:
         meta = root.create_group("meta")
         meta.create_array(
             "episode_ends",
+            config={"write_empty_chunks": True},
             shape=(0,),
             chunks=(ENDS_CHUNK,),
             dtype="int64",
@@ -316,9 +331,11 @@ class EpisodeStore:
         try:
             return gather_rows(self._reader(key), rows)
         except ChunkError as exc:
-            ep = self.episode_of(int(rows.min())) if len(rows) else 0
-            bad = sorted({self.episode_of(int(r)) for r in rows})
-            where = f"episode {ep}" if len(bad) == 1 else f"episodes {bad[0]}..{bad[-1]}"
+            clen = self.array(key).chunks[0]
+            lo = exc.coords[0] * clen if exc.coords else int(rows.min())
+            hit = rows[(rows >= lo) & (rows < lo + clen)] if exc.coords else rows
+            first, last = self.episode_of(int(hit.min())), self.episode_of(int(hit.max()))
+            where = f"episode {first}" if first == last else f"episodes {first}..{last}"
             raise StoreError(f"{self.path}: reading '{key}' ({where}): {exc}") from exc
 
     def frames(self, start: int, stop: int, keys: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -396,7 +413,8 @@ class EpisodeStore:
                 if value.dtype != want and not (value.dtype.kind == want.kind == "f"):
                     raise StoreError(f"{where}: array '{key}' has dtype {value.dtype}, the store has {want}")
                 arrays[key] = value.astype(want, copy=False)
-            elif value.dtype == np.float64:
+            elif value.dtype == np.float64 and key in FLOAT32_KEYS:
+                # DESIGN §3 keys are float32; other keys (e.g. converted stores) keep their dtype.
                 arrays[key] = value.astype(np.float32)
             if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
                 raise StoreError(f"{where}: array '{key}' contains NaN or inf")
@@ -413,7 +431,7 @@ class EpisodeStore:
         for key, value in arrays.items():
             if key not in self._arrays:
                 frame_shape = value.shape[1:]
-                chunk_t = 1 if is_image_key(key) else LOWDIM_CHUNK_FRAMES
+                chunk_t = 1 if _is_image_like(key, value) else LOWDIM_CHUNK_FRAMES
                 self._arrays[key] = self._data.create_array(
                     key,
                     shape=(0, *frame_shape),
@@ -421,6 +439,7 @@ class EpisodeStore:
                     dtype=value.dtype,
                     compressors=_codecs(key),
                     fill_value=0,
+                    config={"write_empty_chunks": True},
                 )
             arr = self._arrays[key]
             arr.resize((stop, *arr.shape[1:]))

@@ -1,0 +1,31 @@
+"""Evaluation: rollout runner, success metrics, videos, data collection and simulator benchmarks.
+
+    from visuomotor.eval import PolicySpec, evaluate, wilson_interval
+
+    report = evaluate("metaworld/reach-v3", PolicySpec(name="scripted"), episodes=20)
+    print(report.table(), report.overall.success_rate, report.overall.ci95)
+
+Modules: `metrics` (Wilson interval, summaries), `policies` (Policy protocol, reference policies),
+`rollout` (parallel runner, JSON, plot), `video`, `workers` (process pool), `collect` (expert data
+collection into an episode store), `bench_sim` (simulator throughput). Importing this package loads
+neither torch nor a simulator.
+"""
+
+from visuomotor.eval.metrics import EpisodeResult, TaskSummary, summarize, wilson_interval
+from visuomotor.eval.policies import REFERENCE_POLICIES, PolicySpec, RolloutPolicy
+from visuomotor.eval.rollout import EVAL_SEED_BASE, EnvConfig, EvalReport, eval_seed, evaluate
+
+__all__ = [
+    "EVAL_SEED_BASE",
+    "REFERENCE_POLICIES",
+    "EnvConfig",
+    "EpisodeResult",
+    "EvalReport",
+    "PolicySpec",
+    "RolloutPolicy",
+    "TaskSummary",
+    "eval_seed",
+    "evaluate",
+    "summarize",
+    "wilson_interval",
+]

@@ -1,0 +1,69 @@
+"""Policies and their explicit registry (DESIGN §8: a dict of name -> classes, no naming magic)."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    module: str
+    policy_class: str
+    config_class: str
+
+    def load(self) -> tuple[type, type, dict[str, dict[str, Any]]]:
+        """(Policy class, config class, presets) — imported on first use, so the CLI starts fast."""
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.policy_class), getattr(mod, self.config_class), mod.PRESETS
+
+
+REGISTRY: dict[str, PolicyEntry] = {
+    "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
+}
+
+
+def get_policy_entry(name: str) -> PolicyEntry:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown policy {name!r}; registered policies: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def make_config(name: str, preset: str = "cpu", **fields: Any):
+    """A policy config from a preset plus field overrides."""
+    _, config_cls, presets = get_policy_entry(name).load()
+    if preset not in presets:
+        raise ValueError(f"policy {name!r} has no preset {preset!r}; presets: {sorted(presets)}")
+    return config_cls(**{**presets[preset], **fields})
+
+
+def load_policy(path: str | Path, device: str | None = None):
+    """Load any registered policy from a checkpoint directory (or a run directory: its best, else last)."""
+    from visuomotor.policies.common.policy import read_checkpoint_meta
+
+    path = resolve_checkpoint(Path(path))
+    meta = read_checkpoint_meta(path)
+    policy_cls, _, _ = get_policy_entry(meta["policy"]).load()
+    return policy_cls.from_pretrained(path, device=device)
+
+
+load_pretrained = load_policy  # the name the rollout runner looks for
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint directory from a checkpoint, a step directory, or a run directory."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
+    for candidate in (
+        path,
+        path / "pretrained_model",
+        path / "checkpoints" / "best" / "pretrained_model",
+        path / "checkpoints" / "last" / "pretrained_model",
+    ):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise FileNotFoundError(
+        f"{path}: not a checkpoint (no config.json) nor a run directory (no checkpoints/last or best)"
+    )

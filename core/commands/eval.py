@@ -1,0 +1,116 @@
+"""Evaluate a policy in simulation: N episodes per task on fixed evaluation seeds, in parallel workers.
+
+Prints a per-task table of success rates with Wilson 95% intervals; optionally writes a JSON summary
+(env, episodes, success_rate, ci95, per_task, mean_inference_ms), mp4 videos of the first episodes of
+every task (border green = success, red = failure) and a PNG bar plot of per-task success.
+Evaluation seeds are 1_000_000 + seed offset + episode index, disjoint from collection seeds (0, 1, ...).
+
+    visuomotor eval --policy scripted --env metaworld/reach-v3 --episodes 20 --json out.json --video vids/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_POLICY_NAMES = ("scripted", "random")  # keep in sync with visuomotor.eval.policies (tested)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--policy",
+        choices=REFERENCE_POLICY_NAMES,
+        help="a built-in reference policy (scripted expert / random)",
+    )
+    which.add_argument("--checkpoint", metavar="DIR", help="a trained policy's checkpoint directory")
+    parser.add_argument(
+        "--env", required=True, help="env id or task set, e.g. metaworld/pick-place-v3, metaworld/MT10"
+    )
+    parser.add_argument("--episodes", type=int, default=10, help="episodes per task (default 10)")
+    parser.add_argument("--json", metavar="PATH", help="write the summary as JSON here")
+    parser.add_argument(
+        "--video", metavar="DIR", help="write mp4 videos of the first episodes of each task here"
+    )
+    parser.add_argument(
+        "--videos-per-task", type=int, default=2, metavar="K", help="videos per task (default 2)"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="PATH",
+        help="per-task success bar plot (PNG); default: next to --json as <name>.png",
+    )
+    parser.add_argument(
+        "--image-size", type=int, help="camera image size in pixels (default: the checkpoint's, else 64)"
+    )
+    parser.add_argument(
+        "--camera", action="append", metavar="NAME", help="camera to render (repeatable; default: the env's)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2, one per core)")
+    parser.add_argument(
+        "--seed-offset", type=int, default=0, help="first eval seed is 1_000_000 + this (default 0)"
+    )
+    parser.add_argument("--max-steps", type=int, help="episode step limit (default: the env's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from visuomotor.eval.policies import PolicySpec, validate_checkpoint
+    from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
+
+    cameras = tuple(args.camera) if args.camera else None
+    image_size = args.image_size
+    if args.checkpoint is not None:
+        wants = validate_checkpoint(args.checkpoint)
+        spec = PolicySpec(checkpoint=args.checkpoint)
+        needs_images = True
+        # Render what the policy was trained on, unless told otherwise.
+        if cameras is None and wants["cameras"]:
+            cameras = tuple(wants["cameras"])
+        if args.image_size is None and wants["image_size"]:
+            image_size = wants["image_size"]
+    else:
+        spec = PolicySpec(name=args.policy)
+        needs_images = False
+    if args.videos_per_task < 0:
+        raise ValueError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
+    videos = args.videos_per_task if args.video else 0
+    cfg = EnvConfig(
+        cameras=cameras,
+        image_size=image_size or 64,
+        # Reference policies read state only: render just for the videos.
+        render=needs_images or videos > 0,
+        max_episode_steps=args.max_steps,
+    )
+    report = evaluate(
+        args.env,
+        spec,
+        args.episodes,
+        env_cfg=cfg,
+        workers=args.workers,
+        seed_offset=args.seed_offset,
+        video_dir=args.video,
+        videos_per_task=videos,
+        progress=True,
+    )
+    print(report.table())
+    o = report.overall
+    print(
+        f"{report.policy} on {report.env}: success {o.success_rate:.1%} "
+        f"(95% CI [{o.ci95[0]:.3f}, {o.ci95[1]:.3f}], {o.successes}/{o.episodes} episodes), "
+        f"mean inference {o.mean_inference_ms:.2f} ms, {report.wall_s:.1f} s"
+    )
+    plot_path = args.plot
+    if plot_path is None and args.json:
+        plot_path = str(Path(args.json).with_suffix(".png"))
+    if plot_path is None and args.video:
+        plot_path = str(Path(args.video) / "success.png")
+    if args.json:
+        logger.info("wrote %s", write_json(report, args.json))
+    if plot_path:
+        logger.info("wrote %s", plot_success(report, plot_path))
+    if args.video:
+        logger.info("videos in %s", args.video)
+    return 0

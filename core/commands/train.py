@@ -1,0 +1,79 @@
+"""Train a policy on an episode store, with the one training loop every policy shares.
+
+Config fields can be overridden with `-o FIELD=VALUE` (policy config) and `-t FIELD=VALUE` (training
+config), or the common ones below; `--list-fields` prints every field with its documentation.
+Distributed: `torchrun --nproc_per_node N -m visuomotor.cli train ...` (gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from visuomotor.configs import parse_overrides
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", required=True, help="policy name (see --list-fields for its config)")
+    parser.add_argument("--data", help="episode store to train on")
+    parser.add_argument("--out", help="run directory (checkpoints, logs, plots)")
+    parser.add_argument("--preset", default="cpu", help="cpu (minutes on this machine) or paper")
+    parser.add_argument("--steps", type=int, help="total gradient steps")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--cameras", help="comma-separated cameras to train on (default: state only)")
+    parser.add_argument("--eval-episodes", type=int, help="rollout episodes per task when evaluating")
+    parser.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    parser.add_argument("-o", "--policy-override", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("-t", "--train-override", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--list-fields", action="store_true", help="print the config fields and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from visuomotor.configs import describe
+    from visuomotor.policies import get_policy_entry
+    from visuomotor.train import TrainConfig, train
+
+    if args.list_fields:
+        _, config_cls, presets = get_policy_entry(args.policy).load()
+        print(f"policy config ({config_cls.__name__}; presets {sorted(presets)}):\n{describe(config_cls)}")
+        print(f"\ntraining config (TrainConfig):\n{describe(TrainConfig)}")
+        return 0
+    if not args.out or (not args.data and not args.resume):
+        raise ValueError("--out is required, and --data unless --resume")
+    policy_over = parse_overrides(args.policy_override)
+    train_over = parse_overrides(args.train_override)
+    for flag, field in (
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("seed", "seed"),
+        ("eval_episodes", "eval_episodes"),
+        ("eval_every", "eval_every"),
+    ):
+        if getattr(args, flag) is not None:
+            train_over[field] = str(getattr(args, flag))
+    if args.cameras:
+        cams = [
+            c if c.startswith("observation.images.") else f"observation.images.{c}"
+            for c in args.cameras.split(",")
+            if c
+        ]
+        policy_over["image_keys"] = json.dumps(cams)
+    summary = train(
+        args.policy,
+        args.data,
+        args.out,
+        preset=args.preset,
+        policy_overrides=policy_over,
+        train_overrides=train_over,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,432 @@
+"""The one training loop for every policy (DESIGN §8).
+
+    store -> SequenceSampler -> policy.compute_loss -> AdamW (warmup + cosine, grad clip) -> EMA
+          -> periodic rollout evaluation -> atomic best/last checkpoints -> exact resume
+
+Exact resume: the batch of step s is drawn from a generator seeded with (seed, s, rank), and the torch
+RNG state (noise, crops) is saved with every checkpoint, so a run restarted from step s repeats what the
+uninterrupted run did from s on. Distributed data parallel runs under torchrun (gloo on CPU, nccl on
+GPU): each rank draws its own slice of the global batch; rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from visuomotor.configs import apply_overrides, from_dict, to_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, evaluation and checkpointing of a run."""
+
+    steps: int = 3000
+    """Gradient steps in total (a resumed run continues up to this)."""
+    batch_size: int = 64
+    """Windows per step (per process under DDP)."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 1e-6
+    """AdamW weight decay."""
+    warmup_steps: int = 500
+    """Linear warmup before the cosine decay."""
+    grad_clip: float = 1.0
+    """Max global gradient norm; 0 disables clipping."""
+    ema: bool = True
+    """Keep an exponential moving average of the weights and evaluate/save it (DP's EMAModel)."""
+    ema_power: float = 0.75
+    """EMA warmup: decay = 1 - (1 + step)^-power, capped at ema_max_decay."""
+    ema_max_decay: float = 0.9999
+    """Largest EMA decay."""
+    save_every: int = 500
+    """Write a checkpoint every N steps (and at the end)."""
+    log_every: int = 50
+    """Log scalars every N steps."""
+    eval_every: int = 0
+    """Roll the policy out every N steps (0: only at the end if eval_episodes > 0)."""
+    eval_episodes: int = 0
+    """Rollout episodes per task at each evaluation; 0 disables rollouts."""
+    eval_env: str = ""
+    """Env id for rollouts; default: the store's env id."""
+    eval_workers: int = 2
+    """Processes for rollouts."""
+    val_ratio: float = 0.0
+    """Fraction of episodes held out for a validation loss."""
+    num_workers: int = 0
+    """DataLoader worker processes (0: the batched path in the main process)."""
+    seed: int = 0
+    """Seed for initialisation, batches and noise."""
+    keep_checkpoints: int = 2
+    """Step checkpoints kept besides best and last."""
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.val_ratio < 1.0:
+            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "save_every": 500},
+    # DP paper: lr 1e-4, batch 64 (256 for state tasks), 500 warmup steps; ~3000 epochs on GPU.
+    "paper": {"steps": 200_000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 500, "save_every": 10_000},
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, step: int, power: float, max_decay: float) -> None:
+    decay = min(max_decay, max(0.0, 1.0 - (1.0 + step) ** -power))
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def batch_indices(n_windows: int, batch_size: int, seed: int, step: int, rank: int) -> np.ndarray:
+    """The windows of `step` for `rank`: a pure function of its arguments (this is what makes resume exact)."""
+    return np.random.default_rng([seed, step, rank]).integers(0, n_windows, batch_size)
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _check_store_matches(config: Any, store: Any) -> None:
+    for key in (*config.input_keys, "action"):
+        if key not in store.keys:
+            raise ValueError(f"{store.path}: the policy needs '{key}' but the store has only {store.keys}")
+    for key, shape in config.input_shapes.items():
+        if key in store.keys and list(store.shape(key)) != list(shape):
+            raise ValueError(
+                f"{store.path}: '{key}' has frame shape {list(store.shape(key))}, the policy config expects "
+                f"{list(shape)}"
+            )
+    if config.action_dim and store.shape("action") != (config.action_dim,):
+        raise ValueError(
+            f"{store.path}: 'action' has shape {list(store.shape('action'))}, the policy expects "
+            f"[{config.action_dim}]"
+        )
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def train(
+    policy_name: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    preset: str = "cpu",
+    policy_overrides: dict[str, str] | None = None,
+    train_overrides: dict[str, str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) a run in `out`; returns a summary (also written to out/summary.json)."""
+    from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec, split_episodes
+    from visuomotor.datasets.stats import load_stats
+    from visuomotor.policies import get_policy_entry
+
+    rank, world = _dist_info()
+    out = Path(out)
+    run_json = out / "run.json"
+    policy_cls, config_cls, presets = get_policy_entry(policy_name).load()
+    if resume:
+        if not (out / "checkpoints" / "last").exists():
+            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last)")
+        saved = json.loads(run_json.read_text())
+        if saved["policy"] != policy_name:
+            raise ValueError(f"{out} is a '{saved['policy']}' run, not '{policy_name}'")
+        config = from_dict(config_cls, saved["policy_config"], where=f"{run_json}:policy_config")
+        tcfg = apply_overrides(
+            from_dict(TrainConfig, saved["train_config"], where=str(run_json)), train_overrides or {}
+        )
+        data = saved["data"]
+    else:
+        if (out / "checkpoints").exists():
+            raise FileExistsError(
+                f"{out} already holds a run; pass --resume to continue it or choose a new --out"
+            )
+        if preset not in presets or preset not in TRAIN_PRESETS:
+            raise ValueError(
+                f"unknown preset {preset!r}; presets: {sorted(set(presets) & set(TRAIN_PRESETS))}"
+            )
+        config = apply_overrides(config_cls(**presets[preset]), policy_overrides or {})
+        tcfg = apply_overrides(TrainConfig(**TRAIN_PRESETS[preset]), train_overrides or {})
+
+    store = EpisodeStore.open(data)
+    if store.num_episodes == 0:
+        raise ValueError(f"{data}: the store has no episodes")
+    _check_store_matches(config, store)
+    if not resume:
+        config.input_shapes = {k: list(store.shape(k)) for k in config.input_keys}
+        config.action_dim = int(store.shape("action")[0])
+        config.tasks = store.tasks if len(store.tasks) > 1 else []
+    config.validate_inputs()
+
+    torch.manual_seed(tcfg.seed + rank)
+    train_eps, val_eps = split_episodes(store.num_episodes, tcfg.val_ratio, tcfg.seed)
+    spec = WindowSpec(
+        n_obs_steps=config.n_obs_steps,
+        horizon=config.horizon,
+        obs_keys=config.input_keys,
+        pad_after=config.n_action_steps - 1,
+    )
+    sampler = SequenceSampler(store, spec, episodes=train_eps)
+    val_sampler = SequenceSampler(store, spec, episodes=val_eps) if len(val_eps) else None
+    if len(sampler) == 0:
+        raise ValueError(f"{data}: no training windows (episodes too short for horizon {config.horizon}?)")
+    stats = load_stats(store, [*config.input_keys, "action"])
+
+    policy = policy_cls(config, stats).to(config.device)
+    ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg.warmup_steps, tcfg.steps))
+    start_step, best, history = 0, None, []
+
+    from visuomotor.checkpoint import load_training_state, point_link, save_training_checkpoint
+
+    if resume:
+        ckpt = (out / "checkpoints" / "last").resolve()
+        state, weights, opt_state = load_training_state(ckpt)
+        policy.load_state_dict(weights)
+        if tcfg.ema:
+            from safetensors.torch import load_model
+
+            load_model(ema_policy, str(ckpt / "pretrained_model" / "model.safetensors"))
+        optimizer.load_state_dict(opt_state)
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_step, best, history = state["step"], state.get("best"), state.get("history", [])
+        log.info("resumed %s at step %d", out, start_step)
+
+    model: nn.Module = policy
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo" if config.device == "cpu" else "nccl")
+        model = nn.parallel.DistributedDataParallel(policy)
+    is_main = rank == 0
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        run_json.write_text(
+            json.dumps(
+                {
+                    "policy": policy_name,
+                    "preset": preset,
+                    "data": str(Path(data).resolve()),
+                    "policy_config": to_dict(config),
+                    "train_config": to_dict(tcfg),
+                    "world_size": world,
+                },
+                indent=2,
+            )
+        )
+    writer = _tensorboard(out) if is_main else None
+
+    def save(step: int) -> Path:
+        extra = {"best": best, "history": history, "train_config": to_dict(tcfg)}
+        return save_training_checkpoint(
+            out, step, policy, ema_policy, optimizer, scheduler, extra, keep=tcfg.keep_checkpoints
+        )
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=tcfg.steps, initial=start_step, desc=f"train {policy_name}", disable=not (progress and is_main)
+    )
+    t0, losses = time.perf_counter(), []
+    policy.train()
+    for step in range(start_step, tcfg.steps):
+        idx = batch_indices(len(sampler), tcfg.batch_size, tcfg.seed, step, rank)
+        batch = {k: torch.from_numpy(v).to(config.device) for k, v in sampler.sample(idx).items()}
+        loss, logs = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (
+            float(nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip))
+            if tcfg.grad_clip > 0
+            else 0.0
+        )
+        optimizer.step()
+        scheduler.step()
+        if tcfg.ema:
+            ema_update(ema_policy, policy, step, tcfg.ema_power, tcfg.ema_max_decay)
+        losses.append(loss.item())
+        done = step + 1
+        bar.update(1)
+        if is_main and (done % tcfg.log_every == 0 or done == tcfg.steps):
+            entry = {
+                "step": done,
+                "loss": float(np.mean(losses)),
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": grad_norm,
+                "wall_s": time.perf_counter() - t0,
+                **{k: v for k, v in logs.items() if k != "loss"},
+            }
+            if val_sampler is not None:
+                entry["val_loss"] = _val_loss(ema_policy, val_sampler, tcfg, config.device)
+            losses = []
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            if writer:
+                for k, v in entry.items():
+                    if k != "step":
+                        writer.add_scalar(f"train/{k}", v, done)
+        want_eval = tcfg.eval_episodes > 0 and (
+            (tcfg.eval_every and done % tcfg.eval_every == 0) or done == tcfg.steps
+        )
+        if is_main and (done % tcfg.save_every == 0 or done == tcfg.steps or want_eval):
+            ckpt = save(done)
+            if want_eval:
+                report = _rollout(ckpt / "pretrained_model", tcfg.eval_env or store.env_id, tcfg, store)
+                history.append({"step": done, "success_rate": report["success_rate"], "ci95": report["ci95"]})
+                if writer:
+                    writer.add_scalar("eval/success_rate", report["success_rate"], done)
+                if best is None or report["success_rate"] > best["success_rate"]:
+                    best = {"step": done, "success_rate": report["success_rate"]}
+                    point_link(out / "checkpoints" / "best", ckpt.name)
+                ckpt = save(done)  # record the evaluation in the checkpoint's state
+        policy.train()
+    bar.close()
+
+    if world > 1:
+        _check_replicas_agree(policy)
+    summary = {
+        "policy": policy_name,
+        "steps": tcfg.steps,
+        "final_loss": history[-1]["loss"] if history else None,
+        "best": best,
+        "train_wall_s": time.perf_counter() - t0,
+        "params": sum(p.numel() for p in policy.parameters()),
+        "run_dir": str(out),
+    }
+    if is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        (out / "metrics.json").write_text(json.dumps(history, indent=2))
+        _plot(history, out)
+        if writer:
+            writer.close()
+    return summary
+
+
+def _val_loss(policy: nn.Module, sampler: Any, tcfg: TrainConfig, device: str) -> float:
+    state = torch.get_rng_state()  # validation must not shift the training RNG stream
+    try:
+        torch.manual_seed(tcfg.seed)
+        idx = np.arange(min(len(sampler), tcfg.batch_size * 4))
+        with torch.no_grad():
+            batch = {k: torch.from_numpy(v).to(device) for k, v in sampler.sample(idx).items()}
+            loss, _ = policy.compute_loss(batch)
+        return float(loss)
+    finally:
+        torch.set_rng_state(state)
+
+
+def _rollout(checkpoint: Path, env_id: str, tcfg: TrainConfig, store: Any) -> dict[str, Any]:
+    from visuomotor.eval.policies import PolicySpec
+    from visuomotor.eval.rollout import EnvConfig, evaluate
+
+    if not env_id:
+        raise ValueError("eval_episodes > 0 needs an env: the store has no env_id; set eval_env")
+    state = torch.get_rng_state()
+    try:
+        cameras = tuple(store.attrs.get("cameras") or ()) or None
+        env_cfg = EnvConfig(cameras=cameras, image_size=int(store.attrs.get("image_size", 64)))
+        report = evaluate(
+            env_id,
+            PolicySpec(checkpoint=str(checkpoint)),
+            tcfg.eval_episodes,
+            env_cfg=env_cfg,
+            workers=tcfg.eval_workers,
+        )
+        return report.to_json()
+    finally:
+        torch.set_rng_state(state)
+
+
+def _check_replicas_agree(policy: nn.Module) -> None:
+    """DDP keeps replicas identical; verify it, cheaply, at the end of a run."""
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in policy.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    if not all(torch.allclose(g, gathered[0]) for g in gathered):
+        raise RuntimeError(f"DDP replicas diverged: parameter checksums {[float(g) for g in gathered]}")
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency, but logging must never stop a run
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _plot(history: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history if "loss" in h]
+    if steps:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.plot(steps, [h["loss"] for h in history if "loss" in h], label="train loss")
+        if any("val_loss" in h for h in history):
+            ax.plot(
+                [h["step"] for h in history if "val_loss" in h],
+                [h["val_loss"] for h in history if "val_loss" in h],
+                label="val loss",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "loss.png", dpi=100)
+        plt.close(fig)
+    evals = [h for h in history if "success_rate" in h]
+    if evals:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.errorbar(
+            [h["step"] for h in evals],
+            [h["success_rate"] for h in evals],
+            yerr=np.abs(np.array([h["ci95"] for h in evals]).T - [h["success_rate"] for h in evals]),
+            marker="o",
+            capsize=3,
+        )
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("step")
+        ax.set_ylabel("success rate")
+        fig.tight_layout()
+        fig.savefig(out / "success.png", dpi=100)
+        plt.close(fig)

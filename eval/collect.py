@@ -1,0 +1,407 @@
+"""Scripted-expert data collection into an episode store (`visuomotor collect`).
+
+Episodes are rolled out in worker processes (`visuomotor.eval.workers`, one env and renderer each);
+this process is the one writer, committing each episode to the store as it arrives (DESIGN §4), so a
+Ctrl-C or a SIGKILL loses at most the episodes still in flight.
+
+Choices:
+- Seeds: episode seeds count up from `seed` (default 0) per task, one per attempt; evaluation uses
+  seeds from 1_000_000 on (`visuomotor.eval.rollout.EVAL_SEED_BASE`), so they never overlap. Each
+  episode's seed is in its meta; appending continues after the largest seed already attempted.
+- Success filter: by default only successful episodes are kept and new seeds are tried until each task
+  has N; a task that needs more than `max_attempts` attempts (or has no success in its first
+  `ZERO_SUCCESS_GIVE_UP` attempts) is an error, after the other tasks are done.
+- Episode end: an episode stops at its first successful step (or at the step limit), the same rule as
+  evaluation; the frame of that step is the last one recorded.
+- Action noise: `a = clip(expert(obs) + N(0, σ²), low, high)`, drawn from a generator seeded by the
+  episode seed; the executed, clipped action is what is recorded (also at σ=0, so recorded actions are
+  always inside the action space, as the env itself would clip them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from visuomotor.eval.rollout import _SLOT, EVAL_SEED_BASE, EnvConfig, load_sim, make_worker_env, worker_init
+from visuomotor.eval.workers import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+ZERO_SUCCESS_GIVE_UP = 20
+"""A task whose first this-many attempts all fail is given up (the expert does not work there)."""
+
+ACTION_SEMANTICS = {
+    "metaworld": "Metaworld v3: (dx, dy, dz) end-effector position delta and gripper effort, each in [-1, 1]",
+    "robosuite": "robosuite OSC_POSE: (dx, dy, dz, dax, day, daz) end-effector delta and gripper, in [-1, 1]",
+}
+
+
+def default_max_attempts(episodes: int) -> int:
+    return 4 * episodes + 10
+
+
+@dataclass(frozen=True)
+class CollectTask:
+    env_id: str
+    seed: int
+    action_noise: float
+    env_cfg: EnvConfig
+
+
+@dataclass
+class CollectedEpisode:
+    env_id: str
+    seed: int
+    success: bool
+    length: int
+    episode_return: float
+    task: str
+    data: dict[str, np.ndarray]
+    env_info: dict[str, Any]
+
+
+def _env_info(env: Any) -> dict[str, Any]:
+    space = env.action_space
+    suite = str(env.env_id).split("/", 1)[0]
+    return {
+        "fps": int(env.fps),
+        "cameras": list(env.camera_names),
+        "camera_info": getattr(env, "camera_info", {}),
+        "max_episode_steps": int(env.max_episode_steps),
+        "action_space": {
+            "shape": [int(d) for d in space.shape],
+            "low": np.asarray(space.low, np.float64).tolist(),
+            "high": np.asarray(space.high, np.float64).tolist(),
+            "semantics": getattr(env, "action_semantics", None) or ACTION_SEMANTICS.get(suite, ""),
+        },
+    }
+
+
+def run_collect_episode(task: CollectTask) -> CollectedEpisode:
+    """Roll out the scripted expert (plus noise) for one episode in this worker; return its frames."""
+    sim = load_sim(task.env_cfg.sim_module)
+    env, expert = _SLOT.get(
+        ("collect", task.env_id, task.env_cfg),
+        lambda: make_worker_env(sim, task.env_id, task.env_cfg),
+        sim.make_expert,
+    )
+    low = np.asarray(env.action_space.low, np.float32)
+    high = np.asarray(env.action_space.high, np.float32)
+    noise_rng = np.random.default_rng(task.seed)
+    obs, _ = env.reset(seed=task.seed)
+    expert.reset()
+    frames: dict[str, list[np.ndarray]] = {k: [] for k in obs}
+    actions: list[np.ndarray] = []
+    success, ret = False, 0.0
+    for _ in range(int(env.max_episode_steps)):
+        action = np.asarray(expert.act(obs), dtype=np.float32)
+        if task.action_noise > 0:
+            action = action + noise_rng.normal(0.0, task.action_noise, action.shape).astype(np.float32)
+        action = np.clip(action, low, high).astype(np.float32)
+        for k, v in obs.items():
+            frames[k].append(v)
+        actions.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        ret += float(reward)
+        if bool(info.get("success", False)):
+            success = True
+            break
+        if terminated or truncated:
+            break
+    data = {k: np.stack(v) for k, v in frames.items()}
+    data["action"] = np.stack(actions)
+    return CollectedEpisode(
+        env_id=task.env_id,
+        seed=task.seed,
+        success=success,
+        length=len(actions),
+        episode_return=ret,
+        task=str(env.task),
+        data=data,
+        env_info=_env_info(env),
+    )
+
+
+@dataclass
+class _TaskState:
+    env_id: str
+    next_seed: int
+    attempts: int = 0
+    successes: int = 0
+    kept: int = 0
+    in_flight: int = 0
+    given_up: str | None = None
+
+
+@dataclass
+class CollectReport:
+    store: str
+    saved: int
+    """Episodes committed by this run."""
+    frames: int
+    """Frames committed by this run."""
+    attempts: int
+    successes: int
+    total_episodes: int
+    """Episodes in the store after this run."""
+    wall_s: float
+    per_task: dict[str, dict[str, int]] = field(default_factory=dict)
+    interrupted: bool = False
+
+    @property
+    def episodes_per_minute(self) -> float:
+        return 60.0 * self.saved / self.wall_s if self.wall_s > 0 else float("nan")
+
+
+@contextlib.contextmanager
+def _defer_sigint() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives while an episode is being committed until the commit is done."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def _check_append_compatible(store: Any, env: str, tasks: list[str], cfg: EnvConfig) -> None:
+    attrs = store.attrs
+    problems = []
+    if attrs.get("env_id") != env:
+        problems.append(f"env id {attrs.get('env_id')!r} (asked for {env!r})")
+    if cfg.cameras is not None and list(attrs.get("cameras", [])) != list(cfg.cameras):
+        problems.append(f"cameras {attrs.get('cameras')} (asked for {list(cfg.cameras)})")
+    if attrs.get("image_size") is not None and int(attrs["image_size"]) != cfg.image_size:
+        problems.append(f"image size {attrs['image_size']} (asked for {cfg.image_size})")
+    if "collection" not in attrs:
+        problems.append("no collection attributes (not written by `visuomotor collect`)")
+    if problems:
+        raise ValueError(
+            f"cannot append to {store.path}: the store has " + "; ".join(problems) + ". "
+            "Collect into a new --out, or use the store's settings."
+        )
+
+
+def _used_seeds(store: Any) -> dict[str, int]:
+    """Per task, one past the largest seed already attempted (episode meta, plus failed attempts)."""
+    nxt: dict[str, int] = {
+        k: int(v) for k, v in store.attrs.get("collection", {}).get("next_seed", {}).items()
+    }
+    for i in range(store.num_episodes):
+        meta = store.episode_meta(i)
+        if "seed" in meta and "env_id" in meta:
+            nxt[meta["env_id"]] = max(nxt.get(meta["env_id"], 0), int(meta["seed"]) + 1)
+    return nxt
+
+
+def collect(
+    env: str,
+    episodes: int,
+    out: str | Path,
+    *,
+    env_cfg: EnvConfig | None = None,
+    seed: int = 0,
+    action_noise: float = 0.0,
+    keep_failed: bool = False,
+    workers: int = 2,
+    max_attempts: int | None = None,
+    progress: bool = True,
+) -> CollectReport:
+    """Collect `episodes` expert episodes per task of `env` into the store at `out` (created or appended)."""
+    from visuomotor.datasets import EpisodeStore
+
+    env_cfg = env_cfg or EnvConfig()
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if action_noise < 0:
+        raise ValueError(f"--action-noise must be >= 0, got {action_noise}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if not env_cfg.render or (env_cfg.cameras is not None and not env_cfg.cameras):
+        raise ValueError("collection records images: give at least one --camera")
+    max_attempts = default_max_attempts(episodes) if max_attempts is None else max_attempts
+    if max_attempts < episodes:
+        raise ValueError(f"--max-attempts ({max_attempts}) must be >= --episodes ({episodes})")
+    sim = load_sim(env_cfg.sim_module)
+    task_ids = list(sim.expand_env_id(env))
+    out = Path(out)
+
+    store = None
+    used: dict[str, int] = {}
+    if out.exists():
+        store = EpisodeStore.open(out, mode="a")
+        if env_cfg.cameras is None and store.attrs.get("cameras"):
+            env_cfg = dataclasses.replace(env_cfg, cameras=tuple(store.attrs["cameras"]))  # the store's
+        _check_append_compatible(store, env, task_ids, env_cfg)
+        used = _used_seeds(store)
+        logger.info("appending to %s (%d episodes already)", out, store.num_episodes)
+    states = {tid: _TaskState(tid, next_seed=max(seed, used.get(tid, 0))) for tid in task_ids}
+    for st in states.values():
+        if st.next_seed + max_attempts > EVAL_SEED_BASE:
+            raise ValueError(
+                f"collection seeds for {st.env_id} would reach the evaluation seeds ({EVAL_SEED_BASE})"
+            )
+
+    def next_job() -> CollectTask | None:
+        for st in states.values():  # task-major: workers switch envs rarely
+            if st.given_up or st.kept + st.in_flight >= episodes:
+                continue
+            if st.attempts + st.in_flight >= max_attempts:
+                continue
+            job = CollectTask(st.env_id, st.next_seed, float(action_noise), env_cfg)
+            st.next_seed += 1
+            st.in_flight += 1
+            return job
+        return None
+
+    def write(ep: CollectedEpisode) -> None:
+        nonlocal store
+        if store is None:
+            info = ep.env_info
+            store = EpisodeStore.create(
+                out,
+                fps=info["fps"],
+                env_id=env,
+                action_space=info["action_space"],
+                attrs={
+                    "tasks_requested": task_ids,
+                    "cameras": info["cameras"],
+                    "image_size": env_cfg.image_size,
+                    "camera_info": info["camera_info"],
+                    "max_episode_steps": info["max_episode_steps"],
+                    "action_semantics": info["action_space"]["semantics"],
+                    "collection": {
+                        "policy": "scripted",
+                        "seed": seed,
+                        "action_noise": float(action_noise),
+                        "keep_failed": bool(keep_failed),
+                        "episode_end": "first success or step limit",
+                        "next_seed": {},
+                    },
+                },
+            )
+        store.append_episode(
+            ep.data,
+            task=ep.task,
+            meta={
+                "env_id": ep.env_id,
+                "seed": ep.seed,
+                "success": ep.success,
+                "return": ep.episode_return,
+                "action_noise": float(action_noise),
+            },
+        )
+
+    def record_seed(ep: CollectedEpisode) -> None:
+        if store is None:
+            return
+        coll = dict(store.attrs.get("collection", {}))
+        nxt = dict(coll.get("next_seed", {}))
+        nxt[ep.env_id] = max(int(nxt.get(ep.env_id, 0)), ep.seed + 1)
+        coll["next_seed"] = nxt
+        store.update_attrs({"collection": coll})
+
+    total = episodes * len(task_ids)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"collect {env}", unit="ep", dynamic_ncols=True)
+    saved = frames = 0
+    t0 = time.perf_counter()
+    interrupted = False
+    try:
+        with WorkerPool(
+            run_collect_episode,
+            min(workers, total),
+            initializer=worker_init,
+            preload=(env_cfg.sim_module,),
+        ) as pool:
+            # Two jobs per worker keep every core busy while the writer commits.
+            for _ in range(2 * pool.num_workers):
+                job = next_job()
+                if job is None:
+                    break
+                pool.submit(job.seed, job)
+            while pool.pending:
+                _, ep = pool.next_result()
+                st = states[ep.env_id]
+                st.in_flight -= 1
+                st.attempts += 1
+                st.successes += ep.success
+                # Commit and count as one step, so a Ctrl-C never leaves the report behind the store.
+                with _defer_sigint():
+                    if ep.success or keep_failed:
+                        write(ep)
+                        st.kept += 1
+                        saved += 1
+                        frames += ep.length
+                    record_seed(ep)
+                if bar is not None and (ep.success or keep_failed):
+                    bar.update(1)
+                if (
+                    not keep_failed
+                    and st.successes == 0
+                    and st.attempts >= min(ZERO_SUCCESS_GIVE_UP, max_attempts)
+                ):
+                    st.given_up = f"no success in the first {st.attempts} attempts"
+                elif st.kept + st.in_flight < episodes and st.attempts + st.in_flight >= max_attempts:
+                    st.given_up = f"only {st.kept} successes in {st.attempts} attempts (--max-attempts)"
+                if bar is not None:
+                    attempts = sum(s.attempts for s in states.values())
+                    succ = sum(s.successes for s in states.values())
+                    elapsed = max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix(success=f"{succ / attempts:.0%}", fps=f"{frames / elapsed:.0f}")
+                job = next_job()
+                if job is not None:
+                    pool.submit(job.seed, job)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        n_total = store.num_episodes if store is not None else 0
+        if interrupted:
+            logger.warning(
+                "interrupted: %d episodes of this run committed to %s (%d in the store)", saved, out, n_total
+            )
+    report = CollectReport(
+        store=str(out),
+        saved=saved,
+        frames=frames,
+        attempts=sum(s.attempts for s in states.values()),
+        successes=sum(s.successes for s in states.values()),
+        total_episodes=store.num_episodes if store is not None else 0,
+        wall_s=time.perf_counter() - t0,
+        per_task={
+            tid: {"kept": s.kept, "attempts": s.attempts, "successes": s.successes}
+            for tid, s in states.items()
+        },
+    )
+    failed = {tid: s.given_up for tid, s in states.items() if s.given_up}
+    if failed:
+        raise ValueError(
+            f"the scripted expert failed to produce {episodes} successful episodes for "
+            + "; ".join(f"{tid}: {why}" for tid, why in failed.items())
+            + f". {saved} episodes were saved to {out}. Lower --action-noise, raise --max-attempts, "
+            "or pass --keep-failed to keep failed episodes."
+        )
+    return report

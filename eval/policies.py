@@ -1,0 +1,181 @@
+"""What the rollout runner drives: the Policy protocol, built-in reference policies and how to build one.
+
+The runner only calls `reset()` and `select_action(obs)` (DESIGN §3): observation history and action
+chunking live inside the policy, so a learned Policy with an action queue plugs in unchanged.
+`obs` is a dict of batched torch tensors (B=1) with the DESIGN §3 keys plus `"task": list[str]`;
+images stay uint8 (B, H, W, C), exactly as stored, and the policy normalises them itself.
+
+Reference policies (registry `REFERENCE_POLICIES`, name -> factory taking the env):
+- `scripted`: the simulator's scripted expert (`visuomotor.sim.make_expert`), the collection policy;
+  its eval success rate is the ceiling a policy trained on its demonstrations can reach.
+- `random`: uniform in the action space; the floor.
+
+A policy is described to the worker processes by a picklable `PolicySpec` and built there, next to the
+env, because a policy may need the env (the scripted expert does) and weights should not be pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class RolloutPolicy(Protocol):
+    """The part of the Policy API (DESIGN §3) a rollout needs."""
+
+    def reset(self) -> None: ...
+
+    def select_action(self, obs: dict[str, Any]) -> Any:
+        """One action, shape (B, action_dim) (or (action_dim,)), as a torch tensor or numpy array."""
+        ...
+
+
+def unbatch(obs: dict[str, Any]) -> dict[str, Any]:
+    """Batched (B=1) torch observation -> the env's own numpy observation (for non-torch policies)."""
+    out: dict[str, Any] = {}
+    for key, value in obs.items():
+        if key == "task":
+            out[key] = value[0]
+        elif hasattr(value, "detach"):
+            out[key] = value[0].detach().cpu().numpy()
+        else:
+            out[key] = value[0]
+    return out
+
+
+class ScriptedPolicy:
+    """The simulator's scripted expert behind the Policy interface."""
+
+    needs_images = False
+
+    def __init__(self, env: Any, sim: Any) -> None:
+        self.expert = sim.make_expert(env)
+
+    def reset(self) -> None:
+        self.expert.reset()
+
+    def select_action(self, obs: dict[str, Any]) -> Any:
+        import numpy as np
+        import torch
+
+        action = np.asarray(self.expert.act(unbatch(obs)), dtype=np.float32)
+        return torch.from_numpy(action)[None]  # (1, action_dim)
+
+
+class RandomPolicy:
+    """Uniform actions in the (bounded) action space, drawn from torch's global RNG.
+
+    The runner seeds torch per episode, so random rollouts are reproducible from the episode seed.
+    """
+
+    needs_images = False
+
+    def __init__(self, env: Any, sim: Any = None) -> None:
+        import numpy as np
+        import torch
+
+        space = env.action_space
+        low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+            raise ValueError(f"random policy needs a bounded action space, got {space}")
+        self._low, self._high = torch.from_numpy(low), torch.from_numpy(high)
+
+    def reset(self) -> None:
+        pass
+
+    def select_action(self, obs: dict[str, Any]) -> Any:
+        import torch
+
+        u = torch.rand(self._low.shape)
+        return (self._low + u * (self._high - self._low))[None]  # (1, action_dim)
+
+
+PolicyFactory = Callable[[Any, Any], RolloutPolicy]
+
+# name -> factory(env, sim_module). Explicit registry (DESIGN §8).
+REFERENCE_POLICIES: dict[str, PolicyFactory] = {
+    "scripted": ScriptedPolicy,
+    "random": RandomPolicy,
+}
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Picklable recipe for a policy, built inside each worker: a reference policy name or a checkpoint."""
+
+    name: str | None = None
+    """A key of `REFERENCE_POLICIES`."""
+    checkpoint: str | None = None
+    """A directory written by `Policy.save_pretrained` (config.json + model.safetensors)."""
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.checkpoint is None):
+            raise ValueError("give exactly one of a reference policy name or a checkpoint directory")
+        if self.name is not None and self.name not in REFERENCE_POLICIES:
+            raise ValueError(
+                f"unknown policy {self.name!r}; reference policies: {', '.join(sorted(REFERENCE_POLICIES))}"
+            )
+
+    @property
+    def label(self) -> str:
+        return self.name if self.name is not None else str(self.checkpoint)
+
+
+def checkpoint_loader() -> Callable[..., RolloutPolicy]:
+    """The function that loads a learned policy from a checkpoint (or run) directory.
+
+    Learned policies register with `visuomotor.policies`, which provides `load_pretrained(dir)`; without
+    it (or with no policy registered) evaluating a checkpoint is a clear user error, not an ImportError.
+    """
+    try:
+        from visuomotor.policies import load_pretrained  # type: ignore[attr-defined]
+    except ImportError:
+        load_pretrained = None
+    try:
+        from visuomotor.policies import REGISTRY as registry  # type: ignore[attr-defined]
+    except ImportError:
+        registry = {}
+    if load_pretrained is None or not registry:
+        raise ValueError(
+            "--checkpoint is not yet supported: no learned policies are registered "
+            "(visuomotor.policies provides no load_pretrained); use --policy scripted|random"
+        )
+    return load_pretrained
+
+
+def validate_checkpoint(path: str) -> dict[str, Any]:
+    """Fail early, in the parent process, on a missing checkpoint or when no loader exists.
+
+    Returns what the env must provide, read from the checkpoint's config when it says so:
+    `{"cameras": [...] | None, "image_size": int | None}`.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"checkpoint directory not found: {path}")
+    checkpoint_loader()
+    info: dict[str, Any] = {"cameras": None, "image_size": None}
+    try:
+        from visuomotor.policies import resolve_checkpoint  # type: ignore[attr-defined]
+        from visuomotor.policies.common.policy import read_checkpoint_meta  # type: ignore[import-not-found]
+    except ImportError:
+        return info
+    meta = read_checkpoint_meta(resolve_checkpoint(Path(path)))  # FileNotFoundError if not a checkpoint
+    shapes = meta.get("config", {}).get("input_shapes", {}) or {}
+    prefix = "observation.images."
+    cams = [k[len(prefix) :] for k in shapes if k.startswith(prefix)]
+    if cams:
+        info["cameras"] = cams
+        info["image_size"] = int(shapes[f"{prefix}{cams[0]}"][0])  # (H, W, C)
+    return info
+
+
+def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
+    """Build the policy a spec describes (called in the worker, once per task's env)."""
+    if spec.name is not None:
+        return REFERENCE_POLICIES[spec.name](env, sim)
+    policy = checkpoint_loader()(str(spec.checkpoint), device="cpu")  # workers run on CPU
+    if hasattr(policy, "eval"):
+        policy.eval()
+    return policy

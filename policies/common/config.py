@@ -1,0 +1,82 @@
+"""The fields every policy config shares: inputs, horizons, normalisation, observation encoder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from visuomotor.datasets.store import is_image_key
+
+
+@dataclass
+class PolicyConfig:
+    """Base config. Input shapes, action size and the task vocabulary come from the training store."""
+
+    n_obs_steps: int = 2
+    """To: observation history the policy conditions on."""
+    horizon: int = 16
+    """Length of the predicted action chunk."""
+    n_action_steps: int = 8
+    """Ta: actions executed from each predicted chunk before predicting again."""
+    state_keys: tuple[str, ...] = ("observation.state",)
+    """Low-dimensional observation keys (concatenated)."""
+    image_keys: tuple[str, ...] = ()
+    """Camera keys; empty for a state-only policy."""
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    """Per-frame shape of every input key (set from the store)."""
+    action_dim: int = 0
+    """Action size (set from the store)."""
+    tasks: list[str] = field(default_factory=list)
+    """Task vocabulary for the task embedding; fewer than two tasks means no task conditioning."""
+    task_embed_dim: int = 32
+    """Size of the learned task embedding."""
+    state_norm: str = "min_max"
+    """Normalisation of low-dim observations: min_max, mean_std or identity."""
+    action_norm: str = "min_max"
+    """Normalisation of actions."""
+    image_norm: str = "mean_std"
+    """Per-channel normalisation of images (after scaling to [0, 1])."""
+    vision_backbone: str = "small_cnn"
+    """Image encoder: small_cnn (trains in minutes on a CPU) or a timm model name such as resnet18."""
+    vision_feature_dim: int = 64
+    """Features per camera per frame."""
+    crop_ratio: float = 0.9
+    """Random crop (training) / centre crop (inference) side as a fraction of the image side; 1 = off."""
+    device: str = "cpu"
+    """Device the policy runs on."""
+
+    def __post_init__(self) -> None:
+        if self.n_obs_steps < 1:
+            raise ValueError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(
+                f"n_action_steps must be in [1, horizon - n_obs_steps + 1] = [1, "
+                f"{self.horizon - self.n_obs_steps + 1}], got {self.n_action_steps}"
+            )
+        for name in ("state_norm", "action_norm", "image_norm"):
+            if getattr(self, name) not in ("min_max", "mean_std", "identity"):
+                raise ValueError(f"{name} must be min_max, mean_std or identity, got {getattr(self, name)!r}")
+        bad = [k for k in self.image_keys if not is_image_key(k)]
+        if bad:
+            raise ValueError(f"image_keys must start with 'observation.images.', got {bad}")
+        if not 0.1 <= self.crop_ratio <= 1.0:
+            raise ValueError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+        self.state_keys = tuple(self.state_keys)
+        self.image_keys = tuple(self.image_keys)
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return (*self.state_keys, *self.image_keys)
+
+    @property
+    def use_tasks(self) -> bool:
+        return len(self.tasks) > 1
+
+    def validate_inputs(self) -> None:
+        """The shapes the policy needs are known (i.e. the config was adapted to a store)."""
+        missing = [k for k in self.input_keys if k not in self.input_shapes]
+        if missing or self.action_dim <= 0:
+            raise ValueError(
+                f"config is not adapted to a dataset: missing input shapes {missing}, action_dim={self.action_dim}"
+            )

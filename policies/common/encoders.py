@@ -1,0 +1,116 @@
+"""Observation encoders shared by every policy: images, low-dim state, task text -> one feature vector.
+
+Images go through one encoder per camera (Diffusion Policy keeps separate encoders per camera): a small
+GroupNorm CNN for the `cpu` presets or a timm model (ResNet-18 with GroupNorm for `paper`, DP §3.2;
+trained from scratch here since no weights can be downloaded), with a random crop while training and a
+centre crop at inference. Low-dim state is passed through as is (DP concatenates it to the image
+features). A learned embedding of the task index conditions multi-task policies.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+from visuomotor.datasets.images import center_crop, random_crop
+from visuomotor.policies.common.config import PolicyConfig
+
+
+class _GroupNorm(nn.GroupNorm):
+    """GroupNorm with 16 channels per group, in the (channels, **kwargs) form timm's norm_layer expects."""
+
+    def __init__(self, num_channels: int, **kwargs) -> None:
+        super().__init__(max(1, num_channels // 16), num_channels, **kwargs)
+
+
+class SpatialSoftmax(nn.Module):
+    """Expected 2-D keypoint per channel (Levine et al. 2016; DP's robomimic encoder uses it)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        _B, _C, H, W = x.shape
+        attn = x.flatten(2).softmax(-1)  # (B, C, H*W)
+        ys = torch.linspace(-1, 1, H, device=x.device).repeat_interleave(W)
+        xs = torch.linspace(-1, 1, W, device=x.device).repeat(H)
+        return torch.cat([(attn * xs).sum(-1), (attn * ys).sum(-1)], dim=-1)  # (B, 2C)
+
+
+class SmallCNN(nn.Module):
+    """Four strided conv blocks with GroupNorm, spatial-softmax keypoints, a linear head."""
+
+    def __init__(self, out_dim: int, width: int = 32) -> None:
+        super().__init__()
+        chans = [3, width, width * 2, width * 2, width * 4]
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(itertools.pairwise(chans)):
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=1 if i == 0 else 2, padding=1),
+                _GroupNorm(cout),
+                nn.Mish(),
+            ]
+        self.net = nn.Sequential(*layers)
+        self.pool = SpatialSoftmax()
+        self.head = nn.Linear(2 * chans[-1], out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.pool(self.net(x)))  # (B, out_dim)
+
+
+def make_backbone(name: str, out_dim: int) -> nn.Module:
+    if name == "small_cnn":
+        return SmallCNN(out_dim)
+    import timm
+
+    try:
+        trunk = timm.create_model(name, pretrained=False, num_classes=0, norm_layer=_GroupNorm)
+    except TypeError:  # models without a norm_layer argument keep their own normalisation
+        trunk = timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown vision backbone {name!r}: {exc}") from exc
+    return nn.Sequential(trunk, nn.Linear(trunk.num_features, out_dim))
+
+
+class ObsEncoder(nn.Module):
+    """Normalised observations (B, To, ...) and task indices (B,) -> global conditioning (B, out_dim)."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        config.validate_inputs()
+        self.config = config
+        self.cameras = nn.ModuleDict(
+            {
+                key.replace(".", "_"): make_backbone(config.vision_backbone, config.vision_feature_dim)
+                for key in config.image_keys
+            }
+        )
+        self.state_dim = sum(int(torch.tensor(config.input_shapes[k]).prod()) for k in config.state_keys)
+        self.task_embedding = (
+            nn.Embedding(len(config.tasks), config.task_embed_dim) if config.use_tasks else None
+        )
+        per_step = self.state_dim + len(config.image_keys) * config.vision_feature_dim
+        self.out_dim = per_step * config.n_obs_steps + (config.task_embed_dim if config.use_tasks else 0)
+
+    def crop_size(self, key: str) -> tuple[int, int]:
+        H, W = self.config.input_shapes[key][:2]
+        r = self.config.crop_ratio
+        return max(1, round(H * r)), max(1, round(W * r))
+
+    def forward(self, obs: dict[str, Tensor], task_index: Tensor | None = None) -> Tensor:
+        B, To = obs[self.config.input_keys[0]].shape[:2]
+        feats: list[Tensor] = []
+        for key in self.config.image_keys:
+            img = obs[key]  # (B, To, C, H, W), normalised
+            if self.config.crop_ratio < 1.0:
+                size = self.crop_size(key)
+                img = random_crop(img, size) if self.training else center_crop(img, size)
+            f = self.cameras[key.replace(".", "_")](rearrange(img, "b t c h w -> (b t) c h w"))
+            feats.append(rearrange(f, "(b t) d -> b t d", b=B))  # (B, To, D)
+        for key in self.config.state_keys:
+            feats.append(obs[key].reshape(B, To, -1))  # (B, To, Ds)
+        cond = torch.cat(feats, dim=-1).reshape(B, -1)  # (B, To * per_step)
+        if self.task_embedding is not None:
+            if task_index is None:
+                raise ValueError("this policy is task-conditioned: observations need a 'task'")
+            cond = torch.cat([cond, self.task_embedding(task_index)], dim=-1)  # (B, out_dim)
+        return cond

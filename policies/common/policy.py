@@ -1,0 +1,176 @@
+"""The Policy interface every policy implements (DESIGN §3), with the parts they all share:
+normalisation, observation preprocessing, the observation history / action queue of `select_action`,
+and checkpoints as `config.json` + `model.safetensors` (no pickle anywhere).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import deque
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import Tensor, nn
+from visuomotor.configs import from_dict, to_dict
+from visuomotor.datasets.images import to_float_chw
+from visuomotor.datasets.normalize import Normalizer
+from visuomotor.policies.common.config import PolicyConfig
+
+CHECKPOINT_FORMAT = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Policy(nn.Module, ABC):
+    """Base class. Subclasses set `name` and `config_class` and implement `compute_loss` and
+    `predict_action_chunk`; everything else here is shared."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[PolicyConfig]]
+
+    def __init__(self, config: PolicyConfig, stats: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        config.validate_inputs()
+        self.config = config
+        modes = {k: config.state_norm for k in config.state_keys}
+        modes |= {k: config.image_norm for k in config.image_keys}
+        modes["action"] = config.action_norm
+        shapes = {k: tuple(config.input_shapes[k]) for k in config.state_keys}
+        shapes |= {k: (config.input_shapes[k][-1],) for k in config.image_keys}  # per channel
+        shapes["action"] = (config.action_dim,)
+        self.normalizer = (
+            Normalizer.from_stats(stats, modes) if stats is not None else Normalizer(modes, shapes)
+        )
+        self._task_index = {t: i for i, t in enumerate(config.tasks)}
+        self.reset()
+
+    # ------------------------------------------------------------------ to implement
+    @abstractmethod
+    def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """Training loss of a batch of windows (key -> (B, K, ...)) and scalars to log."""
+
+    @abstractmethod
+    def predict_action_chunk(self, obs: dict[str, Any]) -> Tensor:
+        """(B, horizon, action_dim) unnormalised actions from observations (key -> (B, To, ...))."""
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """`compute_loss`, as `forward` so DistributedDataParallel can wrap the policy."""
+        return self.compute_loss(batch)
+
+    # ------------------------------------------------------------------ shared preprocessing
+    def task_indices(self, obs: dict[str, Any], batch_size: int) -> Tensor | None:
+        """Task index per sample from `task_index` (training batches) or `task` strings (rollouts)."""
+        if not self.config.use_tasks:
+            return None
+        if "task_index" in obs:
+            return torch.as_tensor(obs["task_index"], dtype=torch.long, device=self.device)
+        tasks = obs.get("task")
+        if tasks is None:
+            raise ValueError(
+                f"this policy is conditioned on {len(self.config.tasks)} tasks: pass obs['task']"
+            )
+        tasks = [tasks] * batch_size if isinstance(tasks, str) else list(tasks)
+        unknown = [t for t in tasks if t not in self._task_index]
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; this policy knows {self.config.tasks}")
+        return torch.tensor([self._task_index[t] for t in tasks], dtype=torch.long, device=self.device)
+
+    def prepare_obs(self, obs: dict[str, Any]) -> dict[str, Tensor]:
+        """Raw observations (B, To, ...) -> normalised float tensors; images become (B, To, C, H, W)."""
+        out: dict[str, Tensor] = {}
+        for key in self.config.input_keys:
+            if key not in obs:
+                raise KeyError(
+                    f"observation is missing '{key}'; this policy needs {list(self.config.input_keys)}"
+                )
+            x = torch.as_tensor(obs[key], device=self.device)
+            if key in self.config.image_keys:
+                x = to_float_chw(x)
+            out[key] = self.normalizer.normalize_key(key, x.float())
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ acting
+    def reset(self) -> None:
+        """Clear the observation history and the action queue (call at every episode start)."""
+        self._obs_history: deque[dict[str, Any]] = deque(maxlen=self.config.n_obs_steps)
+        self._action_queue: deque[Tensor] = deque()
+
+    def executed_actions(self, chunk: Tensor) -> Tensor:
+        """The part of a predicted chunk that is executed: Ta actions from the current step, which is
+        index To-1 because the chunk starts at the first observation (Diffusion Policy)."""
+        start = self.config.n_obs_steps - 1
+        return chunk[:, start : start + self.config.n_action_steps]
+
+    @torch.no_grad()
+    def select_action(self, obs: dict[str, Any]) -> Tensor:
+        """One action (B, action_dim) from one step of observations (key -> (B, ...))."""
+        step = {k: torch.as_tensor(obs[k]) for k in self.config.input_keys if k in obs}
+        missing = [k for k in self.config.input_keys if k not in step]
+        if missing:
+            raise KeyError(
+                f"observation is missing {missing}; this policy needs {list(self.config.input_keys)}"
+            )
+        if not self._obs_history:  # first step of an episode: repeat it to fill the history
+            self._obs_history.extend([step] * self.config.n_obs_steps)
+        else:
+            self._obs_history.append(step)
+        if not self._action_queue:
+            stacked: dict[str, Any] = {
+                k: torch.stack([h[k] for h in self._obs_history], dim=1) for k in step
+            }  # (B, To, ...)
+            for key in ("task", "task_index"):
+                if key in obs:
+                    stacked[key] = obs[key]
+            chunk = self.executed_actions(self.predict_action_chunk(stacked))  # (B, Ta, A)
+            self._action_queue.extend(chunk.transpose(0, 1))
+        return self._action_queue.popleft()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write `config.json` and `model.safetensors` (normalisation statistics included)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"policy": self.name, "format": CHECKPOINT_FORMAT, "config": to_dict(self.config)}
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+        save_model(self, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> Policy:
+        """Load a checkpoint directory written by `save_pretrained` of this policy class."""
+        directory = Path(directory)
+        meta = read_checkpoint_meta(directory)
+        if meta["policy"] != cls.name:
+            raise ValueError(f"{directory} holds a '{meta['policy']}' policy, not '{cls.name}'")
+        config = from_dict(cls.config_class, meta["config"], where=f"{directory / CONFIG_NAME}:config")
+        if device:
+            config.device = device
+        policy = cls(config)
+        try:
+            load_model(policy, str(directory / WEIGHTS_NAME), strict=True)
+        except (RuntimeError, KeyError) as exc:
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: {exc}") from exc
+        return policy.to(config.device).eval()
+
+
+def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not a policy checkpoint (no {CONFIG_NAME})")
+    if not (directory / WEIGHTS_NAME).exists():
+        raise FileNotFoundError(f"{directory}: checkpoint has no {WEIGHTS_NAME}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON: {exc}") from exc
+    for field in ("policy", "config"):
+        if field not in meta:
+            raise ValueError(f"{path}: missing field '{field}'")
+    return meta

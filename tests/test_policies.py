@@ -1,0 +1,187 @@
+"""Contract test over every registered policy and preset, plus checkpoint and input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fixtures import IMAGE_KEY, make_store
+from visuomotor.datasets import SequenceSampler, WindowSpec
+from visuomotor.datasets.stats import compute_stats
+from visuomotor.policies import REGISTRY, get_policy_entry, load_policy, make_config
+
+CASES = [(name, preset) for name, entry in REGISTRY.items() for preset in entry.load()[2]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "s.zarr"
+    store, _ = make_store(
+        path, episodes=3, lengths=[20, 24, 18], image_hw=16, tasks=["reach", "push", "reach"]
+    )
+    compute_stats(store)
+    return store
+
+
+def build(name: str, preset: str, store, cameras: bool):
+    image_keys = (IMAGE_KEY,) if cameras else ()
+    keys = ["observation.state", *image_keys]
+    config = make_config(
+        name,
+        preset,
+        image_keys=image_keys,
+        input_shapes={k: list(store.shape(k)) for k in keys},
+        action_dim=store.shape("action")[0],
+        tasks=store.tasks,
+    )
+    policy_cls = get_policy_entry(name).load()[0]
+    stats = {k: store.attrs["stats"][k] for k in [*keys, "action"]}
+    return policy_cls(config, stats)
+
+
+def batch_for(policy, store, size: int = 4):
+    c = policy.config
+    spec = WindowSpec(n_obs_steps=c.n_obs_steps, horizon=c.horizon, obs_keys=c.input_keys)
+    sample = SequenceSampler(store, spec).sample(np.arange(size))
+    return {k: torch.from_numpy(v) for k, v in sample.items()}
+
+
+def obs_window(batch, policy, i: int = 0):
+    keys = policy.config.input_keys
+    To = policy.config.n_obs_steps
+    obs = {k: batch[k][i : i + 1, :To] for k in keys}
+    obs["task"] = [policy.config.tasks[int(batch["task_index"][i])]]
+    return obs
+
+
+@pytest.mark.parametrize(("name", "preset"), CASES)
+@pytest.mark.parametrize("cameras", [False, True], ids=["state", "image"])
+def test_policy_contract(tmp_path, store, name, preset, cameras):
+    torch.manual_seed(0)
+    policy = build(name, preset, store, cameras)
+    batch = batch_for(policy, store, size=2)
+    loss, logs = policy.compute_loss(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert isinstance(logs, dict) and all(isinstance(v, float) for v in logs.values())
+    loss.backward()
+    grads = [p.grad for p in policy.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+    policy.eval()
+    obs = obs_window(batch, policy)
+    chunk = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(1))
+    assert chunk.shape == (1, policy.config.horizon, policy.config.action_dim)
+    assert torch.isfinite(chunk).all()
+
+    policy.reset()
+    step_obs = {k: v[:, -1] for k, v in obs.items() if k != "task"} | {"task": obs["task"]}
+    actions = [policy.select_action(step_obs) for _ in range(policy.config.n_action_steps + 1)]
+    assert all(a.shape == (1, policy.config.action_dim) for a in actions)
+
+    policy.save_pretrained(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "model.safetensors"]
+    loaded = load_policy(tmp_path / "ckpt")
+    assert type(loaded) is type(policy)
+    again = loaded.predict_action_chunk(obs, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(chunk, again)
+
+
+def test_select_action_executes_a_chunk_then_replans(store):
+    policy = build("diffusion", "cpu", store, cameras=False).eval()
+    calls = []
+    original = policy.predict_action_chunk
+
+    def counting(obs, **kw):
+        calls.append(obs["observation.state"].shape)
+        return original(obs, **kw)
+
+    policy.predict_action_chunk = counting
+    obs = {"observation.state": torch.rand(1, 4), "task": ["reach"]}
+    for _ in range(policy.config.n_action_steps * 2 + 1):
+        policy.select_action(obs)
+    assert len(calls) == 3  # a new chunk every n_action_steps actions
+    assert calls[0] == (1, policy.config.n_obs_steps, 4)  # observation history stacked on axis 1
+    policy.reset()
+    policy.select_action(obs)
+    assert len(calls) == 4
+
+
+def test_normaliser_travels_in_the_checkpoint(tmp_path, store):
+    policy = build("diffusion", "cpu", store, cameras=True)
+    policy.save_pretrained(tmp_path / "c")
+    loaded = load_policy(tmp_path / "c")
+    for key in policy.normalizer.modes:
+        assert torch.equal(policy.normalizer.scale(key), loaded.normalizer.scale(key))
+        assert torch.equal(policy.normalizer.offset(key), loaded.normalizer.offset(key))
+    assert not torch.equal(
+        loaded.normalizer.scale("action"), torch.ones_like(loaded.normalizer.scale("action"))
+    )
+
+
+def test_checkpoint_of_another_policy_is_refused(tmp_path, store):
+    policy = build("diffusion", "cpu", store, cameras=False)
+    policy.save_pretrained(tmp_path / "c")
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    meta["policy"] = "carp"
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown policy 'carp'"):
+        load_policy(tmp_path / "c")
+    cls = get_policy_entry("diffusion").load()[0]
+    with pytest.raises(ValueError, match="holds a 'carp' policy, not 'diffusion'"):
+        cls.from_pretrained(tmp_path / "c")
+
+
+def test_checkpoint_with_mismatched_config_names_the_problem(tmp_path, store):
+    policy = build("diffusion", "cpu", store, cameras=False)
+    policy.save_pretrained(tmp_path / "c")
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    meta["config"]["down_dims"] = [16, 32, 64]
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match the config"):
+        load_policy(tmp_path / "c")
+    meta["config"]["no_such_field"] = 1
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="no_such_field"):
+        load_policy(tmp_path / "c")
+
+
+def test_missing_checkpoint_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_policy(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        load_policy(tmp_path / "empty")
+
+
+def test_unknown_task_and_missing_observation_key(store):
+    policy = build("diffusion", "cpu", store, cameras=True).eval()
+    obs = {"observation.state": torch.rand(1, 4), IMAGE_KEY: torch.zeros(1, 16, 16, 3, dtype=torch.uint8)}
+    with pytest.raises(ValueError, match="unknown task 'fly'"):
+        policy.select_action(obs | {"task": ["fly"]})
+    policy.reset()
+    with pytest.raises(KeyError, match=IMAGE_KEY):
+        policy.select_action({"observation.state": torch.rand(1, 4), "task": ["reach"]})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("n_action_steps", 20, "n_action_steps"),
+        ("sampler", "euler", "sampler"),
+        ("horizon", 10, "divisible"),
+        ("image_keys", ("front",), "observation.images"),
+    ],
+)
+def test_config_validation(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        make_config("diffusion", "cpu", **{field: value})
+
+
+def test_unknown_policy_and_preset():
+    with pytest.raises(ValueError, match="registered policies"):
+        make_config("nope")
+    with pytest.raises(ValueError, match="presets"):
+        make_config("diffusion", "gpu")

@@ -1,0 +1,146 @@
+"""The training engine: a smoke run, exact resume after SIGKILL, DDP on 2 CPU processes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from fixtures import IMAGE_KEY, make_store
+from safetensors.torch import load_file
+
+from visuomotor.cli import main
+from visuomotor.policies import load_policy
+
+# A policy small enough that a step takes milliseconds; the engine code path is the full one.
+TINY = ["-o", "down_dims=[16,32]", "-o", "step_embed_dim=16", "-o", "horizon=8", "-o", "n_action_steps=4"]
+TRAIN = ["-t", "save_every=4", "-t", "log_every=2", "-t", "warmup_steps=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "s.zarr"
+    make_store(path, episodes=3, lengths=[20, 16, 18], image_hw=16, tasks=["reach", "push", "reach"])
+    return path
+
+
+def train_args(store: Path, out: Path, steps: int, *extra: str) -> list[str]:
+    return ["train", "--policy", "diffusion", "--data", str(store), "--out", str(out), "--steps", str(steps),
+            *TINY, *TRAIN, *extra]
+
+
+def test_train_writes_run_and_checkpoints(tmp_path, store_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(store_path, out, 8, "--cameras", "top")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["final_loss"] > 0
+    ckpt = out / "checkpoints"
+    assert os.readlink(ckpt / "last") == "step-0000008"
+    assert (ckpt / "step-0000004").is_dir()  # keep_checkpoints=2
+    for name in ("loss.png", "metrics.json", "run.json"):
+        assert (out / name).exists(), name
+    assert any((out / "tensorboard").iterdir())
+    policy = load_policy(out)  # a run directory resolves to its last checkpoint
+    assert policy.config.image_keys == (IMAGE_KEY,)
+    assert policy.config.tasks == ["reach", "push"]  # task conditioning from the store's task texts
+    obs = {"observation.state": torch.rand(1, 4), IMAGE_KEY: torch.zeros(1, 16, 16, 3, dtype=torch.uint8),
+           "task": ["push"]}
+    assert policy.select_action(obs).shape == (1, 2)
+
+
+def test_existing_run_is_never_overwritten(tmp_path, store_path):
+    out = tmp_path / "run"
+    assert main(train_args(store_path, out, 4)) == 0
+    before = (out / "checkpoints" / "step-0000004" / "pretrained_model" / "model.safetensors").read_bytes()
+    assert main(train_args(store_path, out, 4)) == 2  # refused: "already holds a run"
+    after = (out / "checkpoints" / "step-0000004" / "pretrained_model" / "model.safetensors").read_bytes()
+    assert before == after
+
+
+def test_store_that_does_not_match_the_policy(tmp_path, store_path, capsys):
+    assert main(train_args(store_path, tmp_path / "a", 4, "--cameras", "wrist")) == 2
+    assert "observation.images.wrist" in capsys.readouterr().err
+    assert main(train_args(store_path, tmp_path / "b", 4, "-o", "state_keys=[\"observation.joints\"]")) == 2
+    assert "observation.joints" in capsys.readouterr().err
+    assert main(train_args(store_path, tmp_path / "c", 4, "-o", "no_such_field=1")) == 2
+    assert "no_such_field" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_with_different_shapes_is_refused(tmp_path, store_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(store_path, out, 4)) == 0
+    run = json.loads((out / "run.json").read_text())
+    run["policy_config"]["input_shapes"]["observation.state"] = [7]
+    (out / "run.json").write_text(json.dumps(run))
+    assert main(["train", "--policy", "diffusion", "--out", str(out), "--resume", "--steps", "8"]) == 2
+    assert "observation.state" in capsys.readouterr().err
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    from visuomotor.cli import main
+
+    kill_at = int(os.environ["KILL_AT_OPTIMIZER_STEP"])
+    calls = {"n": 0}
+    original = torch.optim.AdamW.step
+
+    def step(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = step
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, store_path):
+    steps = 14
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    args = ["--cameras", "top"]
+    assert main(train_args(store_path, full, steps, *args)) == 0
+
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    env = {**os.environ, "KILL_AT_OPTIMIZER_STEP": "11"}  # after the step-8 checkpoint, mid-way to 12
+    proc = subprocess.run([sys.executable, str(script), *train_args(store_path, resumed, steps, *args)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert os.readlink(resumed / "checkpoints" / "last") == "step-0000008"
+    assert not (resumed / "summary.json").exists()
+
+    assert main(["train", "--policy", "diffusion", "--out", str(resumed), "--resume", "--no-progress"]) == 0
+    for part in ("training_state/model.safetensors", "pretrained_model/model.safetensors"):
+        a = load_file(str(full / "checkpoints" / f"step-{steps:07d}" / part))
+        b = load_file(str(resumed / "checkpoints" / f"step-{steps:07d}" / part))
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=f"{part}:{key}")
+    loss_full = [h["loss"] for h in json.loads((full / "metrics.json").read_text())]
+    loss_resumed = [h["loss"] for h in json.loads((resumed / "metrics.json").read_text())]
+    assert loss_full[-1] == pytest.approx(loss_resumed[-1], rel=1e-6)
+
+
+def test_ddp_two_cpu_processes(tmp_path, store_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun is installed with torch"
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "visuomotor.cli",
+           *train_args(store_path, out, 6)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["world_size"] == 2
+    # Rank 0 alone writes; the run ends with a check that both replicas hold the same weights.
+    assert os.readlink(out / "checkpoints" / "last") == "step-0000006"
+    assert load_policy(out).config.action_dim == 2

@@ -1,8 +1,7 @@
 """The quickstart, end to end on a small default: collect scripted demonstrations into an episode store,
-inspect it, compute its normalisation statistics, then evaluate the scripted expert in simulation,
-printing the success rate and writing videos. Each step is the same `visuomotor` command a user would
-type; they are printed as they run. Training and evaluating a learned policy join this once the policy
-engine lands (issue 4).
+inspect it, train a Diffusion Policy on it (`cpu` preset, state-based), evaluate the trained policy in
+simulation, print its success rate and write videos. Each step is the same `visuomotor` command a user
+would type; they are printed as they run.
 """
 
 from __future__ import annotations
@@ -14,8 +13,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="metaworld/reach-v3", help="environment id")
-    parser.add_argument("--episodes", type=int, default=4, help="demonstrations to collect")
-    parser.add_argument("--eval-episodes", type=int, default=4, help="evaluation episodes")
+    parser.add_argument("--episodes", type=int, default=20, help="demonstrations to collect")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes")
     parser.add_argument("--out", default=None, help="output directory (default: a new runs/demo-N)")
 
 
@@ -34,38 +34,31 @@ def run(args: argparse.Namespace) -> int:
     store = out / "demo.zarr"
     if store.exists():
         raise FileExistsError(f"{store} exists from an earlier run; pass --out NEW_DIR or remove it")
+    eval_json = out / "eval.json"
+
+    def q(x: object) -> str:
+        return shlex.quote(str(x))
+
     steps = [
-        [
-            "collect",
-            "--env",
-            args.env,
-            "--episodes",
-            str(args.episodes),
-            "--out",
-            str(store),
-            "--image-size",
-            "64",
-        ],
-        ["dataset", "info", str(store)],
-        ["dataset", "stats", str(store)],
-        [
-            "eval",
-            "--policy",
-            "scripted",
-            "--env",
-            args.env,
-            "--episodes",
-            str(args.eval_episodes),
-            "--json",
-            str(out / "eval.json"),
-            "--video",
-            str(out / "videos"),
-        ],
+        f"collect --env {q(args.env)} --episodes {args.episodes} --out {q(store)} --image-size 64",
+        f"dataset info {q(store)}",
+        # State-based: the full Metaworld state (object and goal positions) conditions the policy.
+        f"train --policy diffusion --preset cpu --data {q(store)} --out {q(out / 'run')} --steps {args.steps} "
+        "-o state_keys=observation.environment_state",
+        f"eval --checkpoint {q(out / 'run')} --env {q(args.env)} --episodes {args.eval_episodes} "
+        f"--json {q(eval_json)} --video {q(out / 'videos')} --videos-per-task 2",
     ]
     for step in steps:
-        print(f"\n$ visuomotor {shlex.join(step)}", flush=True)
-        code = main(step)
+        print(f"\n$ visuomotor {step}", flush=True)
+        code = main(shlex.split(step))
         if code:
             return code
-    print(f"\ndemo done: store {store}, evaluation {out / 'eval.json'}, videos in {out / 'videos'}")
+    import json
+
+    report = json.loads(eval_json.read_text())
+    lo, hi = report["ci95"]
+    print(
+        f"\ndemo done: success rate {report['success_rate']:.0%} (95% CI {lo:.0%}-{hi:.0%}, "
+        f"{report['episodes']} episodes)\n  store {store}\n  run {out / 'run'}\n  videos {out / 'videos'}"
+    )
     return 0

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:
         wants = validate_checkpoint(args.checkpoint)
         spec = PolicySpec(checkpoint=args.checkpoint)
-        needs_images = True
+        needs_images = bool(wants["cameras"])  # a state-only policy needs no rendering
         # Render what the policy was trained on, unless told otherwise.
         if cameras is None and wants["cameras"]:
             cameras = tuple(wants["cameras"])

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
 from visuomotor.configs import apply_overrides, from_dict, to_dict
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
 from visuomotor.datasets.store import is_image_key
 
 MODES = ("min_max", "mean_std", "identity")

@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from visuomotor.datasets.store import EpisodeStore, is_image_key
 
 DEFAULT_CACHE_BYTES = 2 << 30

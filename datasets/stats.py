@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from visuomotor.datasets.store import EpisodeStore, is_image_key
 
 STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")

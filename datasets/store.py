@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import zarr
-from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
 from zarr.codecs import BloscCodec, Crc32cCodec
+
+from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
 
 log = logging.getLogger(__name__)
 

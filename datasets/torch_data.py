@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
 from visuomotor.datasets.sampler import SequenceSampler
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec
 from visuomotor.datasets.torch_data import make_dataloader
 

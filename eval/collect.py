@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from visuomotor.eval.rollout import _SLOT, EVAL_SEED_BASE, EnvConfig, load_sim, make_worker_env, worker_init
 from visuomotor.eval.workers import WorkerPool
 

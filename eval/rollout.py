@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from visuomotor.eval.metrics import EpisodeResult, TaskSummary, format_table, summarize
 from visuomotor.eval.policies import PolicySpec, build_policy
 from visuomotor.eval.workers import WorkerPool
@@ -154,6 +155,7 @@ class EvalTask:
 def run_eval_episode(task: EvalTask) -> EpisodeResult:
     """Roll out one evaluation episode in this worker (reusing the env and policy of the same task)."""
     import torch
+
     from visuomotor.eval.video import compose_frame, write_episode_video
 
     sim = load_sim(task.env_cfg.sim_module)

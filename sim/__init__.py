@@ -21,6 +21,7 @@ from visuomotor.sim.registry import REGISTRY, TASK_SETS, EnvSpec, expand_env_id,
 
 if TYPE_CHECKING:
     import gymnasium as gym
+
     from visuomotor.sim.experts import Expert
 
 __all__ = [

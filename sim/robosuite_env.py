@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
 from visuomotor.sim.registry import EnvSpec
 from visuomotor.sim.rendering import OffscreenRenderer
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 import zarr
+
 from visuomotor.datasets import EpisodeStore
 
 IMAGE_KEY = "observation.images.top"

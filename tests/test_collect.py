@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from visuomotor.datasets import EpisodeStore
 from visuomotor.eval.collect import collect
 from visuomotor.eval.rollout import EVAL_SEED_BASE, EnvConfig

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import zarr
 from fixtures import IMAGE_KEY, chunk_file, make_dp_v2_store, make_store, run_cli
+
 from visuomotor.datasets import EpisodeStore, SequenceSampler, StoreError, WindowSpec
 from visuomotor.datasets.convert import convert
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from visuomotor.datasets import EpisodeStore
 
 CHILD = textwrap.dedent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from visuomotor.eval.metrics import EpisodeResult, format_table, summarize, wilson_interval
 
 

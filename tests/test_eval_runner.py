@@ -7,6 +7,7 @@ import json
 import imageio.v2 as imageio
 import numpy as np
 import pytest
+
 from visuomotor.eval import EVAL_SEED_BASE, EnvConfig, PolicySpec, evaluate
 from visuomotor.eval.policies import REFERENCE_POLICIES, validate_checkpoint
 from visuomotor.eval.rollout import plot_success, write_json

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import IMAGE_KEY, make_store
+
 from visuomotor.datasets import SequenceSampler, WindowSpec
 from visuomotor.datasets.stats import compute_stats
 from visuomotor.policies import REGISTRY, get_policy_entry, load_policy, make_config

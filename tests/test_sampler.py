@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import IMAGE_KEY, concat, make_store
+
 from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec, split_episodes
 from visuomotor.datasets.torch_data import WindowDataset, make_dataloader
 

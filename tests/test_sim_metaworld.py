@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from visuomotor.sim import get_spec, list_env_ids, make_env, make_expert
 
 STATE_KEYS = ("observation.state", "observation.environment_state")

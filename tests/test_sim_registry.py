@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+
 from visuomotor.sim import REGISTRY, TASK_SETS, EnvSpec, expand_env_id, get_spec, list_env_ids, make_env
 
 

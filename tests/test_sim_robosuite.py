@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import gymnasium as gym
 import numpy as np
 import pytest
+
 from visuomotor.sim import make_env, make_expert
 
 SIZE = 48

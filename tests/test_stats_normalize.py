@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import IMAGE_KEY, concat, episode_arrays, make_store
+
 from visuomotor.datasets import EpisodeStore
 from visuomotor.datasets import stats as stats_mod
 from visuomotor.datasets.images import center_crop, random_crop, resize, to_float_chw

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import zarr
 from fixtures import ACTION_DIM, IMAGE_KEY, STATE_DIM, chunk_file, concat, episode_arrays, make_store
+
 from visuomotor.datasets import EpisodeStore, StoreError, is_image_key
 from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
 

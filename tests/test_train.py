@@ -31,8 +31,20 @@ def store_path(tmp_path_factory) -> Path:
 
 
 def train_args(store: Path, out: Path, steps: int, *extra: str) -> list[str]:
-    return ["train", "--policy", "diffusion", "--data", str(store), "--out", str(out), "--steps", str(steps),
-            *TINY, *TRAIN, *extra]
+    return [
+        "train",
+        "--policy",
+        "diffusion",
+        "--data",
+        str(store),
+        "--out",
+        str(out),
+        "--steps",
+        str(steps),
+        *TINY,
+        *TRAIN,
+        *extra,
+    ]
 
 
 def test_train_writes_run_and_checkpoints(tmp_path, store_path, capsys):
@@ -49,8 +61,11 @@ def test_train_writes_run_and_checkpoints(tmp_path, store_path, capsys):
     policy = load_policy(out)  # a run directory resolves to its last checkpoint
     assert policy.config.image_keys == (IMAGE_KEY,)
     assert policy.config.tasks == ["reach", "push"]  # task conditioning from the store's task texts
-    obs = {"observation.state": torch.rand(1, 4), IMAGE_KEY: torch.zeros(1, 16, 16, 3, dtype=torch.uint8),
-           "task": ["push"]}
+    obs = {
+        "observation.state": torch.rand(1, 4),
+        IMAGE_KEY: torch.zeros(1, 16, 16, 3, dtype=torch.uint8),
+        "task": ["push"],
+    }
     assert policy.select_action(obs).shape == (1, 2)
 
 
@@ -66,7 +81,7 @@ def test_existing_run_is_never_overwritten(tmp_path, store_path):
 def test_store_that_does_not_match_the_policy(tmp_path, store_path, capsys):
     assert main(train_args(store_path, tmp_path / "a", 4, "--cameras", "wrist")) == 2
     assert "observation.images.wrist" in capsys.readouterr().err
-    assert main(train_args(store_path, tmp_path / "b", 4, "-o", "state_keys=[\"observation.joints\"]")) == 2
+    assert main(train_args(store_path, tmp_path / "b", 4, "-o", 'state_keys=["observation.joints"]')) == 2
     assert "observation.joints" in capsys.readouterr().err
     assert main(train_args(store_path, tmp_path / "c", 4, "-o", "no_such_field=1")) == 2
     assert "no_such_field" in capsys.readouterr().err
@@ -112,8 +127,13 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, store_path)
     script = tmp_path / "killer.py"
     script.write_text(KILLER)
     env = {**os.environ, "KILL_AT_OPTIMIZER_STEP": "11"}  # after the step-8 checkpoint, mid-way to 12
-    proc = subprocess.run([sys.executable, str(script), *train_args(store_path, resumed, steps, *args)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), *train_args(store_path, resumed, steps, *args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert os.readlink(resumed / "checkpoints" / "last") == "step-0000008"
     assert not (resumed / "summary.json").exists()
@@ -134,8 +154,15 @@ def test_ddp_two_cpu_processes(tmp_path, store_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
     out = tmp_path / "ddp"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "visuomotor.cli",
-           *train_args(store_path, out, 6)]
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "visuomotor.cli",
+        *train_args(store_path, out, 6),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

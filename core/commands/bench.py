@@ -10,6 +10,7 @@ import json
 BENCHMARKS: dict[str, str] = {
     "dataload": "visuomotor.eval.bench_dataload",
     "sim": "visuomotor.eval.bench_sim",
+    "latency": "visuomotor.eval.bench_latency",
 }
 
 

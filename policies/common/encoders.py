@@ -14,6 +14,7 @@ import itertools
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+
 from visuomotor.datasets.images import center_crop, random_crop
 from visuomotor.policies.common.config import PolicyConfig
 

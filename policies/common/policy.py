@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
+
 from visuomotor.configs import from_dict, to_dict
 from visuomotor.datasets.images import to_float_chw
 from visuomotor.datasets.normalize import Normalizer

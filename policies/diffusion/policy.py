@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor
+
 from visuomotor.policies.common.encoders import ObsEncoder
 from visuomotor.policies.common.policy import Policy
 from visuomotor.policies.diffusion.config import DiffusionConfig

@@ -1,0 +1,78 @@
+"""`visuomotor bench latency`: milliseconds per predicted action chunk at batch 1 on this machine.
+
+Every registered policy is built from its `cpu` preset for a state-based Metaworld MT10 policy (39-d
+state, 4-d action, 10 tasks; 2 observation steps, horizon 16) and, where it has an image variant, with one
+64x64 camera. Diffusion Policy is measured with DDPM-100 and DDIM-10 sampling. All variants run in one
+process, interleaved round by round, so machine noise hits them alike; the median over rounds is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visuomotor.policies import REGISTRY, get_policy_entry, make_config
+
+STATE_DIM, ACTION_DIM = 39, 4
+TASKS = [f"task {i}" for i in range(10)]
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "diffusion_ddpm100": ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}),
+    "diffusion_ddim10": ("diffusion", {"sampler": "ddim", "num_inference_steps": 10}),
+}
+
+
+def _stats(dim: int) -> dict[str, list[float]]:
+    return {"min": [-1.0] * dim, "max": [1.0] * dim, "mean": [0.0] * dim, "std": [1.0] * dim}
+
+
+def build(policy_name: str, overrides: dict[str, Any]):
+    config = make_config(
+        policy_name,
+        "cpu",
+        input_shapes={"observation.state": [STATE_DIM]},
+        action_dim=ACTION_DIM,
+        tasks=TASKS,
+        **overrides,
+    )
+    policy_cls = get_policy_entry(policy_name).load()[0]
+    return policy_cls(config, {"observation.state": _stats(STATE_DIM), "action": _stats(ACTION_DIM)}).eval()
+
+
+def run_benchmark(json_path: str | None, quick: bool = False) -> dict[str, Any]:
+    rounds, warmup = (3, 1) if quick else (30, 3)
+    variants = {name: build(p, o) for name, (p, o) in VARIANTS.items()}
+    for name in REGISTRY:  # every registered policy is measured, at least with its cpu preset
+        if not any(p == name for p, _ in VARIANTS.values()):
+            variants[name] = build(name, {})
+    obs = {"observation.state": torch.randn(1, 2, STATE_DIM), "task": [TASKS[0]]}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with torch.inference_mode():
+        for r in range(warmup + rounds):
+            for name, policy in variants.items():
+                t0 = time.perf_counter()
+                policy.predict_action_chunk(obs)
+                if r >= warmup:
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {
+        "benchmark": "latency",
+        "date": time.strftime("%Y-%m-%d"),
+        "batch_size": 1,
+        "torch_threads": torch.get_num_threads(),
+        "rounds": rounds,
+        "policies": {
+            name: {
+                "ms_per_chunk": statistics.median(times[name]),
+                "ms_p90": sorted(times[name])[int(0.9 * (len(times[name]) - 1))],
+                "params": sum(p.numel() for p in policy.parameters()),
+            }
+            for name, policy in variants.items()
+        },
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=2))
+    return out

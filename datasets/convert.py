@@ -28,7 +28,11 @@ def detect_format(path: Path) -> str:
 
 
 def convert(
-    src: str | Path, dst: str | Path, rename: Mapping[str, str] | None = None, fps: int | None = None
+    src: str | Path,
+    dst: str | Path,
+    rename: Mapping[str, str] | None = None,
+    fps: int | None = None,
+    env_ids: list[str] | None = None,
 ):
     """Convert `src` into a new v3 store at `dst`; returns the new store."""
     src, dst = Path(src), Path(dst)
@@ -42,15 +46,25 @@ def convert(
         raise StoreError(f"{src}: cannot rename {unknown}: not in the store (keys: {source.keys})")
     attrs = {k: v for k, v in source.attrs.items() if k not in ("format_version", "fps", "env_id", "tasks")}
     attrs["converted_from"] = {"path": str(src.resolve()), "format": fmt}
+    episodes = list(range(source.num_episodes))
+    if env_ids:
+        # A subset by the env each episode was recorded in (episode meta "env_id", written by collect).
+        have = {source.episode_meta(i).get("env_id") for i in episodes}
+        missing = sorted(set(env_ids) - have)
+        if missing:
+            raise StoreError(
+                f"{src}: no episodes of {missing}; its episodes come from {sorted(map(str, have))}"
+            )
+        episodes = [i for i in episodes if source.episode_meta(i).get("env_id") in env_ids]
     out = EpisodeStore.create(
         dst,
         fps=fps or round(source.fps),
-        env_id=source.env_id,
+        env_id=",".join(env_ids) if env_ids else source.env_id,
         action_space=source.attrs.get("action_space") or {},
         attrs=attrs,
     )
     try:
-        for i in range(source.num_episodes):
+        for i in episodes:
             episode = source.episode(i)
             out.append_episode(
                 {rename.get(k, k): v for k, v in episode.items()},

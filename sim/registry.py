@@ -170,7 +170,12 @@ def get_spec(env_id: str) -> EnvSpec:
 
 
 def expand_env_id(env_id: str) -> list[str]:
-    """A task set ("metaworld/MT10") -> its single-task ids; a single-task id -> [env_id]."""
+    """A task set ("metaworld/MT10") -> its single-task ids; a single-task id -> [env_id]; a
+    comma-separated list of ids or sets -> all of their tasks, in order, without repeats."""
+    if "," in env_id:
+        return list(
+            dict.fromkeys(t for part in env_id.split(",") if part for t in expand_env_id(part.strip()))
+        )
     if env_id in TASK_SETS:
         return list(TASK_SETS[env_id])
     if env_id in REGISTRY:

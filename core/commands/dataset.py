@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conv.add_argument("src")
     conv.add_argument("dst")
     conv.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="rename a key")
+    conv.add_argument(
+        "--env-id", action="append", default=[], metavar="ID", help="keep only episodes recorded in this env"
+    )
     stats = sub.add_parser("stats", help="compute normalisation statistics and save them in the store")
     stats.add_argument("path")
     stats.add_argument("--keys", nargs="*", default=None)
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
             if not sep or not old or not new:
                 raise ValueError(f"--rename expects OLD=NEW, got {item!r}")
             rename[old] = new
-        out = convert(args.src, args.dst, rename=rename)
+        out = convert(args.src, args.dst, rename=rename, env_ids=args.env_id or None)
         print(f"wrote {out.path}: {out.num_episodes} episodes, {out.num_frames} frames")
     elif args.action == "stats":
         from visuomotor.datasets.stats import compute_stats

@@ -39,6 +39,8 @@ class PolicyConfig:
     """Image encoder: small_cnn (trains in minutes on a CPU) or a timm model name such as resnet18."""
     vision_feature_dim: int = 64
     """Features per camera per frame."""
+    cnn_width: int = 32
+    """Channels of the small CNN's first layer (doubling twice); ignored by timm backbones."""
     crop_ratio: float = 0.9
     """Random crop (training) / centre crop (inference) side as a fraction of the image side; 1 = off."""
     device: str = "cpu"

@@ -57,6 +57,7 @@ PRESETS: dict[str, dict] = {
         "step_embed_dim": 64,
         "vision_backbone": "small_cnn",
         "vision_feature_dim": 64,
+        "cnn_width": 16,
         "sampler": "ddim",
         "num_inference_steps": 10,
     },

@@ -33,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from visuomotor.eval.rollout import _SLOT, EVAL_SEED_BASE, EnvConfig, load_sim, make_worker_env, worker_init
+from visuomotor.eval.rollout import (
+    _SLOT,
+    EVAL_SEED_BASE,
+    EnvConfig,
+    check_run_args,
+    load_sim,
+    make_worker_env,
+    worker_init,
+)
 from visuomotor.eval.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -227,10 +235,7 @@ def collect(
     from visuomotor.datasets import EpisodeStore
 
     env_cfg = env_cfg or EnvConfig()
-    if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_run_args(episodes, workers)
     if action_noise < 0:
         raise ValueError(f"--action-noise must be >= 0, got {action_noise}")
     if seed < 0:

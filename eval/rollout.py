@@ -67,6 +67,14 @@ def load_sim(sim_module: str = DEFAULT_SIM_MODULE) -> Any:
     return importlib.import_module(sim_module)
 
 
+def check_run_args(episodes: int, workers: int) -> None:
+    """Validate the --episodes and --workers that `evaluate` and `collect` share (same rules, same words)."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Worker side: module-level state, one env (one renderer) per worker process.
 
@@ -271,10 +279,7 @@ def evaluate(
     progress: bool = False,
 ) -> EvalReport:
     """Evaluate `policy` for `episodes` episodes on every task of `env` (a single or multi-task id)."""
-    if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+    check_run_args(episodes, workers)
     if seed_offset < 0:
         raise ValueError(f"--seed-offset must be >= 0, got {seed_offset}")
     env_cfg = env_cfg or EnvConfig()

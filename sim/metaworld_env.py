@@ -9,17 +9,14 @@ MT10/MT50 benchmarks, and Metaworld's scripted policies read it from there. Unli
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from visuomotor.sim.base import SimEnv
 from visuomotor.sim.registry import EnvSpec
-from visuomotor.sim.rendering import OffscreenRenderer
-
-log = logging.getLogger(__name__)
 
 # Poses of the `corner2` camera (position only; the orientation stays Metaworld's euler (3.9, 2.3, 0.6)).
 # Metaworld's own pose is far from the table, so a 64 px image shows it small; LeRobot moves the camera to
@@ -46,10 +43,10 @@ def _metaworld_env_class(task_name: str) -> type:
     return ALL_V3_ENVIRONMENTS[task_name]
 
 
-class MetaworldEnv(gym.Env):
+class MetaworldEnv(SimEnv):
     """One Metaworld v3 task. Build it with `visuomotor.sim.make_env`."""
 
-    metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium's convention: a class attribute)
+    _upside_down_cameras = _UPSIDE_DOWN_CAMERAS
 
     def __init__(
         self,
@@ -62,16 +59,7 @@ class MetaworldEnv(gym.Env):
         terminate_on_success: bool,
         camera_pose: str,
     ) -> None:
-        super().__init__()
-        self.env_spec = spec
-        self.env_id = spec.env_id
-        self.task = spec.instruction
-        self.action_semantics = spec.action_semantics
-        self.fps = spec.fps
-        self.max_episode_steps = max_episode_steps
-        self.terminate_on_success = terminate_on_success
-        self.image_size = image_size
-
+        super().__init__(spec, cameras, image_size, render, seed, max_episode_steps, terminate_on_success)
         raw = _metaworld_env_class(spec.task_name)()
         # The switches Metaworld's benchmark wrappers set (env_dict.py `initialize`, `set_task`):
         # Goal in the observation, as in the MT benchmarks; the scripted policies read it from there.
@@ -84,110 +72,46 @@ class MetaworldEnv(gym.Env):
         raw.max_path_length = max_episode_steps
         self._raw = raw
 
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(spec.action_dim,), dtype=np.float32)
-        self.camera_names: tuple[str, ...] = tuple(cameras) if render else ()
-        model = raw.model
-        self._camera_ids = {name: model.camera(name).id for name in self.camera_names}
+        # Posed before the cameras are described, so camera_info records the pose images are taken from.
         if "corner2" in self.camera_names:
-            model.cam_pos[self._camera_ids["corner2"]] = CORNER2_POSES[camera_pose]
+            raw.model.cam_pos[raw.model.camera("corner2").id] = CORNER2_POSES[camera_pose]
         self.camera_pose = camera_pose
-        self.camera_info: dict[str, dict[str, Any]] = {
-            name: self._describe_camera(name, camera_pose) for name in self.camera_names
-        }
         # Metaworld clips its observation to these bounds (sawyer_xyz_env.py step()).
         low = raw.sawyer_observation_space.low.astype(np.float32)
         high = raw.sawyer_observation_space.high.astype(np.float32)
-        spaces: dict[str, gym.Space] = {
-            "observation.state": gym.spaces.Box(low[:4], high[:4], dtype=np.float32),
-            "observation.environment_state": gym.spaces.Box(low, high, dtype=np.float32),
-        }
-        for name in self.camera_names:
-            spaces[f"observation.images.{name}"] = gym.spaces.Box(
-                0, 255, shape=(image_size, image_size, 3), dtype=np.uint8
-            )
-        self.observation_space = gym.spaces.Dict(spaces)
-
-        # Created at the first frame, then reused for every camera and step (DESIGN §6).
-        self._renderer: OffscreenRenderer | None = None
-        self._elapsed_steps = 0
-        if seed is not None:
-            self.np_random, _ = gym.utils.seeding.np_random(seed)
-        log.debug("built %s: cameras %s at %d px", self.env_id, self.camera_names, image_size)
-
-    # -- gymnasium API ---------------------------------------------------------------------------------
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        super().reset(seed=seed)
-        # Every episode is fixed by one integer seed: the one given, or the next from this env's generator
-        # (itself seeded by make_env(seed=...)), so a run of unseeded resets is reproducible too.
-        episode_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
-        self._raw.seed(episode_seed)
-        raw_obs, _ = self._raw.reset()
-        self._elapsed_steps = 0
-        info = {"success": False, "episode_seed": episode_seed}
-        return self._observation(raw_obs), info
-
-    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        if self._elapsed_steps >= self.max_episode_steps:
-            raise RuntimeError(
-                f"{self.env_id}: episode truncated at {self.max_episode_steps} steps; reset() first"
-            )
-        action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
-        raw_obs, reward, _, _, raw_info = self._raw.step(action)
-        self._elapsed_steps += 1
-        success = bool(raw_info.get("success", 0.0))
-        terminated = success and self.terminate_on_success
-        truncated = self._elapsed_steps >= self.max_episode_steps
-        info = {**raw_info, "success": success}
-        return self._observation(raw_obs), float(reward), terminated, truncated, info
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
-        self._raw.close()
-
-    # -- helpers ---------------------------------------------------------------------------------------
+        self._init_cameras_and_spaces(
+            state_space=gym.spaces.Box(low[:4], high[:4], dtype=np.float32),
+            env_state_space=gym.spaces.Box(low, high, dtype=np.float32),
+        )
 
     @property
-    def raw_env(self) -> Any:
-        """The underlying Metaworld env (privileged access for experts and debugging)."""
-        return self._raw
+    def _model(self) -> Any:
+        return self._raw.model
 
-    def _observation(self, raw_obs: np.ndarray) -> dict[str, np.ndarray]:
+    @property
+    def _data(self) -> Any:
+        return self._raw.data
+
+    def _reset_raw(self, episode_seed: int) -> np.ndarray:
+        self._raw.seed(episode_seed)
+        raw_obs, _ = self._raw.reset()
+        return raw_obs
+
+    def _step_raw(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+        raw_obs, reward, _, _, raw_info = self._raw.step(action)
+        return raw_obs, reward, bool(raw_info.get("success", 0.0)), raw_info
+
+    def _state_observation(self, raw_obs: np.ndarray) -> dict[str, np.ndarray]:
         raw_obs = np.asarray(raw_obs, dtype=np.float32)
-        obs = {
+        return {
             # Metaworld's obs[:4] is the hand (end-effector) position and the normalised gripper opening.
             "observation.state": raw_obs[:4].copy(),
             "observation.environment_state": raw_obs,
         }
-        for name in self.camera_names:
-            obs[f"observation.images.{name}"] = self.render_camera(name)
-        return obs
 
-    def render_camera(self, name: str) -> np.ndarray:
-        """An upright uint8 (H, W, 3) frame of the current state from one of this env's cameras."""
-        if self._renderer is None:
-            self._renderer = OffscreenRenderer(self._raw.model, self.image_size, self.image_size)
-        return self._renderer.render(
-            self._raw.data, self._camera_ids[name], rotate_180=name in _UPSIDE_DOWN_CAMERAS
-        )
-
-    def _describe_camera(self, name: str, camera_pose: str) -> dict[str, Any]:
-        model = self._raw.model
-        cam = model.camera(name)
-        info: dict[str, Any] = {
-            "pos": [float(v) for v in cam.pos],
-            "quat_wxyz": [float(v) for v in cam.quat],
-            "fovy_deg": float(cam.fovy[0]),
-            "width": self.image_size,
-            "height": self.image_size,
-            # A tracking camera's pose is relative to its parent body, a fixed one's to the world.
-            "parent_body": model.body(int(cam.bodyid[0])).name,
-            "rotated_180": name in _UPSIDE_DOWN_CAMERAS,
-        }
+    def _describe_camera(self, name: str) -> dict[str, Any]:
+        info = super()._describe_camera(name)
         if name == "corner2":
-            info["pose_preset"] = camera_pose
+            info["pose_preset"] = self.camera_pose
         return info

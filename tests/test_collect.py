@@ -202,15 +202,21 @@ def _check_intact(out: Path, at_least: int) -> EpisodeStore:
     return store
 
 
-@pytest.mark.slow
-def test_cli_collect_sigkill_keeps_committed_episodes(tmp_path):
-    out = tmp_path / "killed.zarr"
+def _collect_until_signalled(out: Path, sig: signal.Signals) -> tuple[int, int, str]:
+    """Run `visuomotor collect`, send `sig` once an episode is in: (episodes seen, exit code, stderr)."""
     proc = _start_collect(out)
     try:
         seen = _wait_for_episodes(proc, out, 1)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    return seen, proc.returncode, stderr
+
+
+@pytest.mark.slow
+def test_cli_collect_sigkill_keeps_committed_episodes(tmp_path):
+    out = tmp_path / "killed.zarr"
+    seen, _, _ = _collect_until_signalled(out, signal.SIGKILL)
     store = _check_intact(out, seen)
     assert store.num_episodes < 100
 
@@ -218,13 +224,8 @@ def test_cli_collect_sigkill_keeps_committed_episodes(tmp_path):
 @pytest.mark.slow
 def test_cli_collect_ctrl_c_saves_and_reports(tmp_path):
     out = tmp_path / "interrupted.zarr"
-    proc = _start_collect(out)
-    try:
-        seen = _wait_for_episodes(proc, out, 1)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    seen, returncode, stderr = _collect_until_signalled(out, signal.SIGINT)
+    assert returncode == 130, stderr
     assert "interrupted" in stderr
     store = _check_intact(out, seen)
     assert f"{store.num_episodes} episodes of this run committed" in stderr

@@ -70,7 +70,24 @@ class RobosuiteEnv(SimEnv):
         # Panda's default composite config: OSC_POSE arm, delta input in the base frame, outputs clipped to
         # 5 cm and 0.5 rad per step, and a binary gripper (-1 open, +1 close).
         controller = load_composite_controller_config(robot="Panda")
-        self._raw = robosuite.make(
+        # Building the env draws from the global np.random too (its first reset), and with soft resets
+        # some of that state outlives later resets: seed the build as well, so an env's episodes depend
+        # on the episode seed only, not on what the process drew before.
+        saved = np.random.get_state()
+        np.random.seed(0)
+        try:
+            self._raw = self._make(robosuite, spec, controller, max_episode_steps)
+        finally:
+            np.random.set_state(saved)
+        self._raw_obs: dict[str, np.ndarray] = {}
+        self._init_cameras_and_spaces(
+            state_space=gym.spaces.Box(-np.inf, np.inf, shape=(spec.state_dim,), dtype=np.float32),
+            env_state_space=gym.spaces.Box(-np.inf, np.inf, shape=(spec.env_state_dim,), dtype=np.float32),
+        )
+
+    @staticmethod
+    def _make(robosuite: Any, spec: EnvSpec, controller: dict, max_episode_steps: int) -> Any:
+        return robosuite.make(
             spec.task_name,
             robots="Panda",
             controller_configs=controller,
@@ -85,11 +102,6 @@ class RobosuiteEnv(SimEnv):
             # A soft reset keeps one MjModel for the env's lifetime (the renderer is bound to it) and is
             # faster; object placement is still resampled at every reset.
             hard_reset=False,
-        )
-        self._raw_obs: dict[str, np.ndarray] = {}
-        self._init_cameras_and_spaces(
-            state_space=gym.spaces.Box(-np.inf, np.inf, shape=(spec.state_dim,), dtype=np.float32),
-            env_state_space=gym.spaces.Box(-np.inf, np.inf, shape=(spec.env_state_dim,), dtype=np.float32),
         )
 
     @property

@@ -6,4 +6,4 @@ bash scripts/setup.sh
 export MUJOCO_GL="${MUJOCO_GL:-osmesa}" PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-osmesa}"
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
-uv run --frozen pytest "$@"
+uv run --frozen pytest --durations=10 "$@"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="metaworld/reach-v3", help="environment id")
+    parser.add_argument("--env", default="metaworld/drawer-open-v3", help="environment id")
     parser.add_argument("--episodes", type=int, default=20, help="demonstrations to collect")
     parser.add_argument("--steps", type=int, default=1000, help="training steps")
     parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +195,26 @@ def test_unknown_policy_and_preset():
         make_config("nope")
     with pytest.raises(ValueError, match="presets"):
         make_config("diffusion", "gpu")
+
+
+def test_push_to_hub_uploads_the_checkpoint_layout(store, monkeypatch):
+    """The Hub mixin's push_to_hub uploads exactly what save_pretrained writes (upload intercepted:
+    no network here)."""
+    import huggingface_hub.hub_mixin as hub_mixin
+
+    uploaded: dict[str, object] = {}
+
+    def fake_upload(self, **kwargs):
+        folder = kwargs["folder_path"]
+        uploaded["files"] = sorted(p.name for p in Path(folder).iterdir())
+        uploaded["config"] = json.loads((Path(folder) / "config.json").read_text())
+        return "url"
+
+    monkeypatch.setattr(
+        hub_mixin.HfApi, "create_repo", lambda self, **kw: type("R", (), {"repo_id": "me/p"})()
+    )
+    monkeypatch.setattr(hub_mixin.HfApi, "upload_folder", fake_upload)
+    policy = build("diffusion", "cpu", store, cameras=False)
+    policy.push_to_hub("me/p")
+    assert uploaded["files"] == ["config.json", "model.safetensors"]
+    assert uploaded["config"]["policy"] == "diffusion"

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from huggingface_hub import ModelHubMixin
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
@@ -25,9 +26,14 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-class Policy(nn.Module, ABC):
+class Policy(nn.Module, ModelHubMixin, ABC):
     """Base class. Subclasses set `name` and `config_class` and implement `compute_loss` and
-    `predict_action_chunk`; everything else here is shared."""
+    `predict_action_chunk`; everything else here is shared.
+
+    `save_pretrained` / `from_pretrained` are ours (config.json + model.safetensors, the layout LeRobot
+    uses on the Hugging Face Hub); `push_to_hub(repo_id)` comes from huggingface_hub's mixin and uploads
+    what `save_pretrained` writes.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type[PolicyConfig]]
@@ -134,8 +140,9 @@ class Policy(nn.Module, ABC):
         return self._action_queue.popleft()
 
     # ------------------------------------------------------------------ checkpoints
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write `config.json` and `model.safetensors` (normalisation statistics included)."""
+    def save_pretrained(self, directory: str | Path, **_hub_kwargs: Any) -> Path:  # type: ignore[override]
+        """Write `config.json` and `model.safetensors` (normalisation statistics included). Extra
+        keyword arguments come from `push_to_hub` and are not needed: the config is ours."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"policy": self.name, "format": CHECKPOINT_FORMAT, "config": to_dict(self.config)}
@@ -144,7 +151,7 @@ class Policy(nn.Module, ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> Policy:
+    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> Policy:  # type: ignore[override]
         """Load a checkpoint directory written by `save_pretrained` of this policy class."""
         directory = Path(directory)
         meta = read_checkpoint_meta(directory)

@@ -132,3 +132,27 @@ def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def crash_episode(i: int) -> dict[str, np.ndarray]:
+    """Episode `i` of the crash-safety tests (the killed child writes it, the test checks it)."""
+    rng = np.random.default_rng(i)
+    T = 5 + i
+    return {
+        "observation.state": rng.normal(size=(T, 3)).astype(np.float32),
+        "action": rng.normal(size=(T, 2)).astype(np.float32),
+        "observation.images.cam": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
+    }
+
+
+# A Diffusion Policy small enough that a training step takes milliseconds (CLI overrides).
+TINY_DIFFUSION = [
+    "-o",
+    "down_dims=[16,32]",
+    "-o",
+    "step_embed_dim=16",
+    "-o",
+    "horizon=8",
+    "-o",
+    "n_action_steps=4",
+]

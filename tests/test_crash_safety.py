@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures import crash_episode
 
 from visuomotor.datasets import EpisodeStore
 
@@ -47,14 +48,8 @@ CHILD = textwrap.dedent(
     zarr.Array.resize = counted(zarr.Array.resize)
     Attributes.__setitem__ = counted(Attributes.__setitem__)
 
-    def episode(i):
-        rng = np.random.default_rng(i)
-        T = 5 + i
-        return {
-            "observation.state": rng.normal(size=(T, 3)).astype(np.float32),
-            "action": rng.normal(size=(T, 2)).astype(np.float32),
-            "observation.images.cam": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
-        }
+    sys.path.insert(0, os.environ["TESTS_DIR"])
+    from fixtures import crash_episode as episode
 
     store = EpisodeStore.open(path, mode="a") if os.path.exists(path) else EpisodeStore.create(path, fps=10)
     for i in range(store.num_episodes, n_episodes):
@@ -66,14 +61,8 @@ CHILD = textwrap.dedent(
 )
 
 
-def expected_episode(i: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(i)
-    T = 5 + i
-    return {
-        "observation.state": rng.normal(size=(T, 3)).astype(np.float32),
-        "action": rng.normal(size=(T, 2)).astype(np.float32),
-        "observation.images.cam": rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8),
-    }
+expected_episode = crash_episode
+CHILD_ENV = {**os.environ, "TESTS_DIR": str(Path(__file__).resolve().parent)}
 
 
 def run_child(tmp_path: Path, store: Path, n: int, kill_episode: int = -1, kill_after: int = 0):
@@ -84,6 +73,7 @@ def run_child(tmp_path: Path, store: Path, n: int, kill_episode: int = -1, kill_
         capture_output=True,
         text=True,
         timeout=120,
+        env=CHILD_ENV,
     )
 
 
@@ -141,6 +131,7 @@ def test_sigkill_at_random_moments(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=CHILD_ENV,
         )
         # Wait for the first commit of this run, then kill at a random moment after it.
         line = proc.stdout.readline()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from fixtures import TINY_DIFFUSION as TINY
+
 from visuomotor.cli import main
 from visuomotor.datasets import EpisodeStore
-
-TINY = ["-o", "down_dims=[16,32]", "-o", "step_embed_dim=16", "-o", "horizon=8", "-o", "n_action_steps=4"]
 
 
 def test_collect_train_eval_with_images(tmp_path):

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from fixtures import IMAGE_KEY, make_store
+from fixtures import TINY_DIFFUSION as TINY
 from safetensors.torch import load_file
 
 from visuomotor.cli import main
 from visuomotor.policies import load_policy
 
-# A policy small enough that a step takes milliseconds; the engine code path is the full one.
-TINY = ["-o", "down_dims=[16,32]", "-o", "step_embed_dim=16", "-o", "horizon=8", "-o", "n_action_steps=4"]
 TRAIN = ["-t", "save_every=4", "-t", "log_every=2", "-t", "warmup_steps=2", "--no-progress"]
 
 

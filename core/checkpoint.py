@@ -89,6 +89,18 @@ def save_training_checkpoint(
     return final
 
 
+def update_training_state(ckpt_dir: Path, updates: dict[str, Any]) -> None:
+    """Merge `updates` into a written checkpoint's state.json, atomically (temp file + rename)."""
+    path = ckpt_dir / "training_state" / STATE_JSON
+    state = json.loads(path.read_text())
+    state.update(updates)
+    tmp = path.with_name(f".{STATE_JSON}.{os.getpid()}")
+    tmp.write_text(json.dumps(state, default=_json_default))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def point_link(link: Path, target: str) -> None:
     """Atomically make `link` a symlink to `target` (relative)."""
     tmp = link.with_name(f".{link.name}.{os.getpid()}")

@@ -212,7 +212,12 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg.warmup_steps, tcfg.steps))
     start_step, best, history = 0, None, []
 
-    from visuomotor.checkpoint import load_training_state, point_link, save_training_checkpoint
+    from visuomotor.checkpoint import (
+        load_training_state,
+        point_link,
+        save_training_checkpoint,
+        update_training_state,
+    )
 
     if resume:
         ckpt = (out / "checkpoints" / "last").resolve()
@@ -315,7 +320,8 @@ def train(
                 if best is None or report["success_rate"] > best["success_rate"]:
                     best = {"step": done, "success_rate": report["success_rate"]}
                     point_link(out / "checkpoints" / "best", ckpt.name)
-                ckpt = save(done)  # record the evaluation in the checkpoint's state
+                # Record the evaluation in that checkpoint's state (a resumed run keeps best and history).
+                update_training_state(ckpt, {"best": best, "history": history})
         policy.train()
     bar.close()
 
@@ -324,7 +330,7 @@ def train(
     summary = {
         "policy": policy_name,
         "steps": tcfg.steps,
-        "final_loss": history[-1]["loss"] if history else None,
+        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
         "best": best,
         "train_wall_s": time.perf_counter() - t0,
         "params": sum(p.numel() for p in policy.parameters()),

@@ -3,96 +3,46 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import pytest
 from fixtures import TINY_DIFFUSION as TINY
 
 from visuomotor.cli import main
 from visuomotor.datasets import EpisodeStore
 
+ENV = "metaworld/reach-v3"
 
-def test_collect_train_eval_with_images(tmp_path):
-    store, run, report = tmp_path / "s.zarr", tmp_path / "run", tmp_path / "eval.json"
-    env = "metaworld/reach-v3"
-    assert main(["collect", "--env", env, "--episodes", "2", "--out", str(store), "--image-size", "32"]) == 0
-    assert EpisodeStore.open(store).num_episodes == 2
-    assert (
-        main(
-            [
-                "train",
-                "--policy",
-                "diffusion",
-                "--data",
-                str(store),
-                "--out",
-                str(run),
-                "--steps",
-                "6",
-                "--cameras",
-                "corner2",
-                "-t",
-                "save_every=3",
-                "--no-progress",
-                *TINY,
-            ]
-        )
-        == 0
-    )
-    videos = tmp_path / "videos"
-    assert (
-        main(
-            [
-                "eval",
-                "--checkpoint",
-                str(run),
-                "--env",
-                env,
-                "--episodes",
-                "2",
-                "--max-steps",
-                "30",
-                "--json",
-                str(report),
-                "--video",
-                str(videos),
-                "--videos-per-task",
-                "1",
-            ]
-        )
-        == 0
-    )
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """Two scripted reach episodes with a 32 px camera, collected once for the module."""
+    path = tmp_path_factory.mktemp("data") / "s.zarr"
+    assert main(["collect", "--env", ENV, "--episodes", "2", "--out", str(path), "--image-size", "32"]) == 0
+    assert EpisodeStore.open(path).num_episodes == 2
+    return path
+
+
+def train(store: Path, run: Path, steps: int, *extra: str) -> int:
+    args = ["train", "--policy", "diffusion", "--data", str(store), "--out", str(run), "--steps", str(steps)]
+    return main([*args, "--no-progress", *TINY, *extra])
+
+
+def test_collect_train_eval_with_images(tmp_path, store):
+    run, report, videos = tmp_path / "run", tmp_path / "eval.json", tmp_path / "videos"
+    assert train(store, run, 6, "--cameras", "corner2", "-t", "save_every=3") == 0
+    evaluate = ["eval", "--checkpoint", str(run), "--env", ENV, "--episodes", "2", "--max-steps", "30"]
+    assert main([*evaluate, "--json", str(report), "--video", str(videos), "--videos-per-task", "1"]) == 0
     result = json.loads(report.read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     assert result["mean_inference_ms"] > 0  # the learned policy ran in the workers
     assert len(list(videos.glob("*.mp4"))) == 1
 
 
-def test_training_with_periodic_rollouts_tracks_the_best_checkpoint(tmp_path):
-    store, run = tmp_path / "s.zarr", tmp_path / "run"
-    assert main(["collect", "--env", "metaworld/reach-v3", "--episodes", "2", "--out", str(store)]) == 0
-    args = [
-        "train",
-        "--policy",
-        "diffusion",
-        "--data",
-        str(store),
-        "--out",
-        str(run),
-        "--steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--eval-episodes",
-        "1",
-        "-t",
-        "eval_workers=1",
-        "-t",
-        "save_every=2",
-        "-o",
-        "state_keys=observation.environment_state",
-        "--no-progress",
-        *TINY,
-    ]
-    assert main(args) == 0
+def test_training_with_periodic_rollouts_tracks_the_best_checkpoint(tmp_path, store):
+    run = tmp_path / "run"
+    rollouts = ["--eval-every", "2", "--eval-episodes", "1", "-t", "eval_workers=1", "-t", "save_every=2"]
+    assert train(store, run, 4, *rollouts, "-o", "state_keys=observation.environment_state") == 0
     history = json.loads((run / "metrics.json").read_text())
     evals = [h for h in history if "success_rate" in h]
     assert [h["step"] for h in evals] == [2, 4]

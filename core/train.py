@@ -12,6 +12,7 @@ GPU): each rank draws its own slice of the global batch; rank 0 alone writes.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import logging
 import math
@@ -87,6 +88,14 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "save_every": 500},
     # DP paper: lr 1e-4, batch 64 (256 for state tasks), 500 warmup steps; ~3000 epochs on GPU.
     "paper": {"steps": 200_000, "batch_size": 64, "lr": 1e-4, "warmup_steps": 500, "save_every": 10_000},
+    # State-based paper settings (DP and CARP state tasks: batch 256, lr 1e-4).
+    "paper_state": {
+        "steps": 200_000,
+        "batch_size": 256,
+        "lr": 1e-4,
+        "warmup_steps": 500,
+        "save_every": 10_000,
+    },
 }
 
 
@@ -207,9 +216,38 @@ def train(
     stats = load_stats(store, [*config.input_keys, "action"])
 
     policy = policy_cls(config, stats).to(config.device)
+    if not resume:
+        policy.prepare_training()
     ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(tcfg.warmup_steps, tcfg.steps))
+    stages = policy.training_stages(tcfg.steps)
+    starts = [0, *itertools.accumulate(s.steps for s in stages)][:-1]
+    if sum(s.steps for s in stages) != tcfg.steps:
+        raise ValueError(
+            f"{policy_name}: stages {[s.name for s in stages]} do not add up to {tcfg.steps} steps"
+        )
+
+    def stage_at(step: int) -> int:
+        return max(i for i, start in enumerate(starts) if start <= step)
+
+    def start_stage(i: int) -> tuple[torch.optim.Optimizer, Any, list[nn.Parameter]]:
+        """Optimiser and schedule of stage i, over the parameters it trains (warmup + cosine per stage)."""
+        stage = stages[i]
+        policy.set_stage(stage.name)
+        ema_policy.set_stage(stage.name)
+        params = (
+            [p for m in stage.modules for p in policy.get_submodule(m).parameters()]
+            if stage.modules
+            else list(policy.parameters())
+        )
+        opt = torch.optim.AdamW(
+            params,
+            lr=tcfg.lr if stage.lr is None else stage.lr,
+            betas=stage.betas,
+            weight_decay=tcfg.weight_decay if stage.weight_decay is None else stage.weight_decay,
+        )
+        warmup = tcfg.warmup_steps if stage.warmup_steps is None else stage.warmup_steps
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, stage.steps)), params
+
     start_step, best, history = 0, None, []
 
     from visuomotor.checkpoint import (
@@ -227,10 +265,16 @@ def train(
             from safetensors.torch import load_model
 
             load_model(ema_policy, str(ckpt / "pretrained_model" / "model.safetensors"))
-        optimizer.load_state_dict(opt_state)
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
         start_step, best, history = state["step"], state.get("best"), state.get("history", [])
+    current = stage_at(min(start_step, tcfg.steps - 1))
+    optimizer, scheduler, stage_params = start_stage(current)
+    if resume:
+        # The saved optimiser belongs to the stage of the last step taken; at a stage boundary the new
+        # stage starts fresh, exactly as the uninterrupted run did.
+        if stage_at(start_step - 1) == current:
+            optimizer.load_state_dict(opt_state)
+            scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at step %d", out, start_step)
 
     model: nn.Module = policy
@@ -239,7 +283,8 @@ def train(
 
         if not dist.is_initialized():
             dist.init_process_group("gloo" if config.device == "cpu" else "nccl")
-        model = nn.parallel.DistributedDataParallel(policy)
+        # Multi-stage policies leave the other stages' parameters out of the graph.
+        model = nn.parallel.DistributedDataParallel(policy, find_unused_parameters=len(stages) > 1)
     is_main = rank == 0
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -272,20 +317,27 @@ def train(
     t0, losses = time.perf_counter(), []
     policy.train()
     for step in range(start_step, tcfg.steps):
-        idx = batch_indices(len(sampler), tcfg.batch_size, tcfg.seed, step, rank)
+        if stage_at(step) != current:
+            current = stage_at(step)
+            optimizer, scheduler, stage_params = start_stage(current)
+            losses = []  # do not average the new stage's loss with the old one's
+        if step == starts[current] and current > 0:
+            # A new stage evaluates and saves what the previous stages actually trained, not their EMA
+            # (CARP: stage 2 is trained against the live tokenizer weights).
+            ema_policy.load_state_dict(policy.state_dict())
+        batch_size = stages[current].batch_size or tcfg.batch_size
+        idx = batch_indices(len(sampler), batch_size, tcfg.seed, step, rank)
         batch = {k: torch.from_numpy(v).to(config.device) for k, v in sampler.sample(idx).items()}
         loss, logs = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = (
-            float(nn.utils.clip_grad_norm_(policy.parameters(), tcfg.grad_clip))
-            if tcfg.grad_clip > 0
-            else 0.0
+            float(nn.utils.clip_grad_norm_(stage_params, tcfg.grad_clip)) if tcfg.grad_clip > 0 else 0.0
         )
         optimizer.step()
         scheduler.step()
         if tcfg.ema:
-            ema_update(ema_policy, policy, step, tcfg.ema_power, tcfg.ema_max_decay)
+            ema_update(ema_policy, policy, step - starts[current], tcfg.ema_power, tcfg.ema_max_decay)
         losses.append(loss.item())
         done = step + 1
         bar.update(1)
@@ -295,6 +347,7 @@ def train(
                 "loss": float(np.mean(losses)),
                 "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm,
+                **({"stage": current} if len(stages) > 1 else {}),
                 "wall_s": time.perf_counter() - t0,
                 **{k: v for k, v in logs.items() if k != "loss"},
             }

@@ -22,6 +22,7 @@ class PolicyEntry:
 
 REGISTRY: dict[str, PolicyEntry] = {
     "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
+    "carp": PolicyEntry("visuomotor.policies.carp", "CarpPolicy", "CarpConfig"),
 }
 
 

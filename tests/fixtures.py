@@ -156,3 +156,24 @@ TINY_DIFFUSION = [
     "-o",
     "n_action_steps=4",
 ]
+
+
+# A CARP small enough that a training step takes milliseconds: horizon 8 -> latent length 2 -> scales 1, 2.
+TINY_CARP = [
+    "-o",
+    "horizon=8",
+    "-o",
+    "n_action_steps=4",
+    "-o",
+    "scales=[1,2]",
+    "-o",
+    "codebook_size=16",
+    "-o",
+    "width=16",
+    "-o",
+    "depth=2",
+    "-o",
+    "heads=2",
+    "-o",
+    "tokenizer_batch_size=16",
+]

@@ -11,6 +11,7 @@ BENCHMARKS: dict[str, str] = {
     "dataload": "visuomotor.eval.bench_dataload",
     "sim": "visuomotor.eval.bench_sim",
     "latency": "visuomotor.eval.bench_latency",
+    "tokenizer": "visuomotor.eval.bench_tokenizer",
 }
 
 
@@ -19,13 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", dest="json_path", default=None, help="write the figures to this file")
     parser.add_argument("--quick", action="store_true", help="a tiny version (seconds), for smoke tests")
     parser.add_argument(
-        "--store", default=None, help="dataload: measure this store instead of a synthetic one"
+        "--store",
+        default=None,
+        help="dataload: measure this store instead of a synthetic one; tokenizer: its actions",
     )
+    parser.add_argument("--checkpoint", default=None, help="tokenizer: the CARP run or checkpoint to measure")
 
 
 def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(BENCHMARKS[args.name])
     kwargs = {"store_path": args.store} if args.store else {}
+    if args.checkpoint:
+        kwargs["checkpoint"] = args.checkpoint
     result = module.run_benchmark(args.json_path, quick=args.quick, **kwargs)
     print(json.dumps(result, indent=2))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +25,22 @@ from visuomotor.policies.common.config import PolicyConfig
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """One phase of a run: which submodules learn, for how many steps, with which optimiser settings.
+    Fields left None take the run's TrainConfig value. Most policies train in one stage; CARP in two."""
+
+    name: str
+    steps: int
+    modules: tuple[str, ...] = ()
+    """Names of the submodules whose parameters this stage optimises; () = all parameters."""
+    lr: float | None = None
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float | None = None
+    warmup_steps: int | None = None
+    batch_size: int | None = None
 
 
 class Policy(nn.Module, ModelHubMixin, ABC):
@@ -67,6 +84,17 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         """`compute_loss`, as `forward` so DistributedDataParallel can wrap the policy."""
         return self.compute_loss(batch)
 
+    # ------------------------------------------------------------------ training stages
+    def training_stages(self, total_steps: int) -> list[TrainStage]:
+        """The phases of a run of `total_steps` steps (a pure function of the config: resume relies on it)."""
+        return [TrainStage("policy", total_steps)]
+
+    def set_stage(self, name: str) -> None:
+        """Called by the training loop when a stage starts; `compute_loss` then trains that stage."""
+
+    def prepare_training(self) -> None:
+        """Called once at the start of a new run, after the normaliser is set from the store."""
+
     # ------------------------------------------------------------------ shared preprocessing
     def task_indices(self, obs: dict[str, Any], batch_size: int) -> Tensor | None:
         """Task index per sample from `task_index` (training batches) or `task` strings (rollouts)."""
@@ -94,10 +122,23 @@ class Policy(nn.Module, ModelHubMixin, ABC):
                     f"observation is missing '{key}'; this policy needs {list(self.config.input_keys)}"
                 )
             x = torch.as_tensor(obs[key], device=self.device)
+            frame = list(self.config.input_shapes[key])
+            if list(x.shape[-len(frame) :]) != frame:
+                raise ValueError(
+                    f"observation '{key}' has shape {list(x.shape)}; this policy expects frames of shape {frame}"
+                )
             if key in self.config.image_keys:
                 x = to_float_chw(x)
             out[key] = self.normalizer.normalize_key(key, x.float())
         return out
+
+    def condition(self, obs: dict[str, Any]) -> Tensor:
+        """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`
+        (an ObsEncoder, which every policy of this package has)."""
+        B = obs[self.config.input_keys[0]].shape[0]
+        To = self.config.n_obs_steps
+        window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
+        return self.encoder(self.prepare_obs(window), self.task_indices(obs, B))
 
     @property
     def device(self) -> torch.device:

@@ -44,15 +44,8 @@ class DiffusionPolicy(Policy):
         self.train_scheduler = DDPMScheduler(**schedule)
         self.infer_scheduler = (DDIMScheduler if config.sampler == "ddim" else DDPMScheduler)(**schedule)
 
-    def _condition(self, obs: dict[str, Any]) -> Tensor:
-        first = obs[self.config.input_keys[0]]
-        B = first.shape[0]
-        To = self.config.n_obs_steps
-        window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
-        return self.encoder(self.prepare_obs(window), self.task_indices(obs, B))  # (B, G)
-
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-        cond = self._condition(batch)
+        cond = self.condition(batch)
         actions = self.normalizer.normalize_key("action", batch["action"].float())  # (B, H, A)
         if actions.shape[1] != self.config.horizon:
             raise ValueError(
@@ -69,7 +62,7 @@ class DiffusionPolicy(Policy):
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
-        cond = self._condition(obs)
+        cond = self.condition(obs)
         B = cond.shape[0]
         x = torch.randn(
             B, self.config.horizon, self.config.action_dim, generator=generator, device=cond.device

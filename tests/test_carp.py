@@ -154,8 +154,9 @@ def test_config_validation():
     with pytest.raises(ValueError, match="divisible by heads"):
         CarpConfig(width=30, heads=8)
     cfg = make_config("carp", "cpu", input_shapes={"observation.state": [3]}, action_dim=2)
-    with pytest.raises(ValueError, match="steps must exceed 1500"):
-        CarpPolicy(cfg).training_stages(1000)
+    with pytest.raises(ValueError, match=f"steps must exceed {cfg.tokenizer_steps}"):
+        CarpPolicy(cfg).training_stages(cfg.tokenizer_steps)
+    assert [s.name for s in CarpPolicy(cfg).training_stages(cfg.tokenizer_steps + 1)] == ["tokenizer", "transformer"]
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -70,14 +70,19 @@ class CarpConfig(PolicyConfig):
 
 
 PRESETS: dict[str, dict] = {
-    # CARP's state-based architecture already trains in minutes on a CPU; a smaller codebook because
-    # 10 demos per task give far fewer chunks than robomimic's 200 demos.
+    # CARP's state-based transformer already trains in minutes on a CPU. Deviations, measured on the
+    # MT10 store (10 demos per task, 6,987 chunks; 1,500 tokenizer steps of batch 256): CARP's 2/4/8-channel
+    # VAE reconstructed the (often saturated) Metaworld actions with an RMSE of 0.098 in normalised units
+    # at lr 1e-3 (0.136 at CARP's 3e-4), the 16/32-channel VAE used here with 0.040; a smaller codebook,
+    # since these stores hold far fewer chunks than robomimic's 200 demos.
     "cpu": {
         "codebook_size": 256,
+        "vae_widths": (16, 32),
+        "tokenizer_lr": 1e-3,
         "width": 64,
         "depth": 8,
         "heads": 8,
-        "tokenizer_steps": 1500,
+        "tokenizer_steps": 2000,
         "vision_backbone": "small_cnn",
         "vision_feature_dim": 64,
         "cnn_width": 16,

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,7 +161,10 @@ def test_config_validation():
     cfg = make_config("carp", "cpu", input_shapes={"observation.state": [3]}, action_dim=2)
     with pytest.raises(ValueError, match=f"steps must exceed {cfg.tokenizer_steps}"):
         CarpPolicy(cfg).training_stages(cfg.tokenizer_steps)
-    assert [s.name for s in CarpPolicy(cfg).training_stages(cfg.tokenizer_steps + 1)] == ["tokenizer", "transformer"]
+    assert [s.name for s in CarpPolicy(cfg).training_stages(cfg.tokenizer_steps + 1)] == [
+        "tokenizer",
+        "transformer",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -257,3 +265,26 @@ def test_reusing_a_tokenizer_skips_stage_one(tmp_path, store_path, capsys):
     bad = tmp_path / "bad"
     assert main(carp_args(store_path, bad, 6, "-o", f"tokenizer_from={first}", "-o", "codebook_size=32")) == 2
     assert "codebook_size is 16, this run's is 32" in capsys.readouterr().err
+
+
+def test_both_stages_under_ddp(tmp_path, store_path):
+    """Each stage leaves the other's parameters out of the graph; DDP must accept that."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun is installed with torch"
+    out = tmp_path / "ddp"
+    cmd = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "visuomotor.cli",
+        *carp_args(store_path, out, 12),
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "metrics.json").read_text())
+    assert {h["stage"] for h in history if "stage" in h} == {0, 1}
+    assert load_policy(out).config.action_dim == 2

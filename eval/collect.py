@@ -12,7 +12,9 @@ Choices:
   has N; a task that needs more than `max_attempts` attempts (or has no success in its first
   `ZERO_SUCCESS_GIVE_UP` attempts) is an error, after the other tasks are done.
 - Episode end: an episode stops at its first successful step (or at the step limit), the same rule as
-  evaluation; the frame of that step is the last one recorded.
+  evaluation; the frame of that step is the last one recorded. With `settle_steps` N the expert goes on
+  for N more steps after the first success (recorded too), so demonstrations also show what to do once
+  the goal is reached (e.g. keep closing in on a reach target instead of stopping at the threshold).
 - Action noise: `a = clip(expert(obs) + N(0, σ²), low, high)`, drawn from a generator seeded by the
   episode seed; the executed, clipped action is what is recorded (also at σ=0, so recorded actions are
   always inside the action space, as the env itself would clip them).
@@ -65,6 +67,7 @@ class CollectTask:
     seed: int
     action_noise: float
     env_cfg: EnvConfig
+    settle_steps: int = 0
 
 
 @dataclass
@@ -111,7 +114,7 @@ def run_collect_episode(task: CollectTask) -> CollectedEpisode:
     expert.reset()
     frames: dict[str, list[np.ndarray]] = {k: [] for k in obs}
     actions: list[np.ndarray] = []
-    success, ret = False, 0.0
+    success, ret, settle = False, 0.0, task.settle_steps
     for _ in range(int(env.max_episode_steps)):
         action = np.asarray(expert.act(obs), dtype=np.float32)
         if task.action_noise > 0:
@@ -122,9 +125,14 @@ def run_collect_episode(task: CollectTask) -> CollectedEpisode:
         actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         ret += float(reward)
-        if bool(info.get("success", False)):
+        if success:  # settling after the first success
+            settle -= 1
+            if settle <= 0:
+                break
+        elif bool(info.get("success", False)):
             success = True
-            break
+            if settle <= 0:
+                break
         if terminated or truncated:
             break
     data = {k: np.stack(v) for k, v in frames.items()}
@@ -226,6 +234,7 @@ def collect(
     env_cfg: EnvConfig | None = None,
     seed: int = 0,
     action_noise: float = 0.0,
+    settle_steps: int = 0,
     keep_failed: bool = False,
     workers: int = 2,
     max_attempts: int | None = None,
@@ -240,6 +249,8 @@ def collect(
         raise ValueError(f"--action-noise must be >= 0, got {action_noise}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
+    if settle_steps < 0:
+        raise ValueError(f"--settle-steps must be >= 0, got {settle_steps}")
     if not env_cfg.render or (env_cfg.cameras is not None and not env_cfg.cameras):
         raise ValueError("collection records images: give at least one --camera")
     max_attempts = default_max_attempts(episodes) if max_attempts is None else max_attempts
@@ -271,7 +282,7 @@ def collect(
                 continue
             if st.attempts + st.in_flight >= max_attempts:
                 continue
-            job = CollectTask(st.env_id, st.next_seed, float(action_noise), env_cfg)
+            job = CollectTask(st.env_id, st.next_seed, float(action_noise), env_cfg, settle_steps)
             st.next_seed += 1
             st.in_flight += 1
             return job
@@ -299,6 +310,7 @@ def collect(
                         "action_noise": float(action_noise),
                         "keep_failed": bool(keep_failed),
                         "episode_end": "first success or step limit",
+                        "settle_steps": settle_steps,
                         "next_seed": {},
                     },
                 },
@@ -312,6 +324,7 @@ def collect(
                 "success": ep.success,
                 "return": ep.episode_return,
                 "action_noise": float(action_noise),
+                "settle_steps": settle_steps,
             },
         )
 

@@ -90,6 +90,22 @@ def test_action_noise_recorded_and_clipped(tmp_path):
     assert all(store.episode_meta(i)["action_noise"] == 0.5 for i in range(store.num_episodes))
 
 
+def test_settle_steps_record_the_expert_past_the_first_success(tmp_path):
+    plain, settled = tmp_path / "plain.zarr", tmp_path / "settled.zarr"
+    collect("fake/reach-hold", 2, plain, env_cfg=FAKE, workers=1, progress=False)
+    collect("fake/reach-hold", 2, settled, env_cfg=FAKE, workers=1, settle_steps=3, progress=False)
+    a, b = EpisodeStore.open(plain), EpisodeStore.open(settled)
+    assert [n + 3 for n in a.episode_lengths] == list(b.episode_lengths)  # same seeds, 3 more steps each
+    for i in range(2):
+        first, more = a.episode(i), b.episode(i)
+        n = len(first["action"])
+        np.testing.assert_array_equal(more["action"][:n], first["action"])  # the same episode up to success
+        assert b.episode_meta(i)["success"] is True and b.episode_meta(i)["settle_steps"] == 3
+    assert b.attrs["collection"]["settle_steps"] == 3
+    with pytest.raises(ValueError, match="settle-steps"):
+        collect("fake/reach", 1, tmp_path / "bad.zarr", env_cfg=FAKE, settle_steps=-1, progress=False)
+
+
 def test_keep_failed_keeps_everything(tmp_path):
     out = tmp_path / "s.zarr"
     report = collect("fake/never", 3, out, env_cfg=FAKE, workers=2, keep_failed=True, progress=False)

@@ -6,6 +6,7 @@ expert steps straight to it. Ids:
 
 - fake/reach       the expert succeeds in ~10 steps; random almost never
 - fake/reach-far   as above, farther goals
+- fake/reach-hold  as fake/reach, but success does not end the episode (like Metaworld)
 - fake/never       the goal is out of reach: the expert never succeeds
 - fake/crash       reset raises (error propagation from workers)
 - fake/ALL         task set: fake/reach + fake/reach-far
@@ -19,7 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 TASK_SETS = {"fake/ALL": ("fake/reach", "fake/reach-far")}
-ENV_IDS = ("fake/reach", "fake/reach-far", "fake/never", "fake/crash")
+ENV_IDS = ("fake/reach", "fake/reach-far", "fake/reach-hold", "fake/never", "fake/crash")
 STEP = 0.1
 TOL = 0.05
 
@@ -61,7 +62,9 @@ class FakeEnv(gym.Env):
         if self.env_id == "fake/crash":
             raise RuntimeError("fake/crash: the simulator exploded")
         rng = np.random.default_rng(seed)
-        scale = {"fake/reach": 0.6, "fake/reach-far": 1.0, "fake/never": 1.0}[self.env_id]
+        scale = {"fake/reach": 0.6, "fake/reach-far": 1.0, "fake/reach-hold": 0.6, "fake/never": 1.0}[
+            self.env_id
+        ]
         self.goal = rng.uniform(-scale, scale, 2).astype(np.float32)
         if self.env_id == "fake/never":
             self.goal = self.goal + np.float32(100.0)  # out of the workspace
@@ -76,7 +79,8 @@ class FakeEnv(gym.Env):
         dist = float(np.linalg.norm(self.pos - self.goal))
         success = dist < TOL
         truncated = self.t >= self.max_episode_steps
-        return self._obs(), -dist, success, truncated, {"success": success}
+        terminated = success and self.env_id != "fake/reach-hold"
+        return self._obs(), -dist, terminated, truncated, {"success": success}
 
     def _obs(self) -> dict[str, np.ndarray]:
         obs = {

@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-attempts", type=int, help="attempts per task before giving up (default 4 x episodes + 10)"
     )
     parser.add_argument("--max-steps", type=int, help="episode step limit (default: the env's)")
+    parser.add_argument(
+        "--settle-steps",
+        type=int,
+        default=0,
+        help="expert steps recorded after the first success (default 0: stop at the first success)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         env_cfg=cfg,
         seed=args.seed,
         action_noise=args.action_noise,
+        settle_steps=args.settle_steps,
         keep_failed=args.keep_failed,
         workers=args.workers,
         max_attempts=args.max_attempts,

@@ -253,6 +253,8 @@ def collect(
         raise ValueError(f"--settle-steps must be >= 0, got {settle_steps}")
     if not env_cfg.render or (env_cfg.cameras is not None and not env_cfg.cameras):
         raise ValueError("collection records images: give at least one --camera")
+    # Settling needs the env to run on past the first success (the loop below stops the episode).
+    env_cfg = dataclasses.replace(env_cfg, terminate_on_success=settle_steps == 0)
     max_attempts = default_max_attempts(episodes) if max_attempts is None else max_attempts
     if max_attempts < episodes:
         raise ValueError(f"--max-attempts ({max_attempts}) must be >= --episodes ({episodes})")

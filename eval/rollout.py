@@ -61,6 +61,8 @@ class EnvConfig:
     max_episode_steps: int | None = None
     sim_module: str = DEFAULT_SIM_MODULE
     """Module providing `make_env`, `make_expert`, `expand_env_id` (tests pass a fake)."""
+    terminate_on_success: bool = True
+    """End an episode at its first successful step (collection with settle steps turns this off)."""
 
 
 def load_sim(sim_module: str = DEFAULT_SIM_MODULE) -> Any:
@@ -124,6 +126,7 @@ def make_worker_env(sim: Any, env_id: str, cfg: EnvConfig, seed: int | None = No
         render=cfg.render,
         seed=seed,
         max_episode_steps=cfg.max_episode_steps,
+        terminate_on_success=cfg.terminate_on_success,
     )
 
 

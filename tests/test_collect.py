@@ -92,8 +92,8 @@ def test_action_noise_recorded_and_clipped(tmp_path):
 
 def test_settle_steps_record_the_expert_past_the_first_success(tmp_path):
     plain, settled = tmp_path / "plain.zarr", tmp_path / "settled.zarr"
-    collect("fake/reach-hold", 2, plain, env_cfg=FAKE, workers=1, progress=False)
-    collect("fake/reach-hold", 2, settled, env_cfg=FAKE, workers=1, settle_steps=3, progress=False)
+    collect("fake/reach", 2, plain, env_cfg=FAKE, workers=1, progress=False)
+    collect("fake/reach", 2, settled, env_cfg=FAKE, workers=1, settle_steps=3, progress=False)
     a, b = EpisodeStore.open(plain), EpisodeStore.open(settled)
     assert [n + 3 for n in a.episode_lengths] == list(b.episode_lengths)  # same seeds, 3 more steps each
     for i in range(2):

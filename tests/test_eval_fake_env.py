@@ -6,7 +6,6 @@ expert steps straight to it. Ids:
 
 - fake/reach       the expert succeeds in ~10 steps; random almost never
 - fake/reach-far   as above, farther goals
-- fake/reach-hold  as fake/reach, but success does not end the episode (like Metaworld)
 - fake/never       the goal is out of reach: the expert never succeeds
 - fake/crash       reset raises (error propagation from workers)
 - fake/ALL         task set: fake/reach + fake/reach-far
@@ -20,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 TASK_SETS = {"fake/ALL": ("fake/reach", "fake/reach-far")}
-ENV_IDS = ("fake/reach", "fake/reach-far", "fake/reach-hold", "fake/never", "fake/crash")
+ENV_IDS = ("fake/reach", "fake/reach-far", "fake/never", "fake/crash")
 STEP = 0.1
 TOL = 0.05
 
@@ -42,10 +41,19 @@ def expand_env_id(env_id: str) -> list[str]:
 class FakeEnv(gym.Env):
     fps = 10
 
-    def __init__(self, env_id: str, cameras=("corner2",), image_size=16, render=True, max_episode_steps=None):
+    def __init__(
+        self,
+        env_id: str,
+        cameras=("corner2",),
+        image_size=16,
+        render=True,
+        max_episode_steps=None,
+        terminate_on_success=True,
+    ):
         if env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {env_id!r}")
         self.env_id = env_id
+        self.terminate_on_success = terminate_on_success
         self.task = f"reach the goal ({env_id})"
         self.camera_names = tuple(cameras) if render else ()
         self.camera_info = {c: {"pos": [0.0, 0.0, 1.0], "size": image_size} for c in self.camera_names}
@@ -62,9 +70,7 @@ class FakeEnv(gym.Env):
         if self.env_id == "fake/crash":
             raise RuntimeError("fake/crash: the simulator exploded")
         rng = np.random.default_rng(seed)
-        scale = {"fake/reach": 0.6, "fake/reach-far": 1.0, "fake/reach-hold": 0.6, "fake/never": 1.0}[
-            self.env_id
-        ]
+        scale = {"fake/reach": 0.6, "fake/reach-far": 1.0, "fake/never": 1.0}[self.env_id]
         self.goal = rng.uniform(-scale, scale, 2).astype(np.float32)
         if self.env_id == "fake/never":
             self.goal = self.goal + np.float32(100.0)  # out of the workspace
@@ -79,7 +85,7 @@ class FakeEnv(gym.Env):
         dist = float(np.linalg.norm(self.pos - self.goal))
         success = dist < TOL
         truncated = self.t >= self.max_episode_steps
-        terminated = success and self.env_id != "fake/reach-hold"
+        terminated = success and self.terminate_on_success
         return self._obs(), -dist, terminated, truncated, {"success": success}
 
     def _obs(self) -> dict[str, np.ndarray]:
@@ -109,8 +115,18 @@ class FakeExpert:
         return np.clip(delta, -1, 1).astype(np.float32) * 1.5  # deliberately out of range: gets clipped
 
 
-def make_env(env_id, cameras=("corner2",), image_size=16, render=True, seed=None, max_episode_steps=None):
-    return FakeEnv(env_id, tuple(cameras or ("corner2",)), image_size, render, max_episode_steps)
+def make_env(
+    env_id,
+    cameras=("corner2",),
+    image_size=16,
+    render=True,
+    seed=None,
+    max_episode_steps=None,
+    *,
+    terminate_on_success=True,
+):
+    cams = tuple(cameras or ("corner2",))
+    return FakeEnv(env_id, cams, image_size, render, max_episode_steps, terminate_on_success)
 
 
 def make_expert(env: FakeEnv) -> FakeExpert:

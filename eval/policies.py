@@ -124,44 +124,19 @@ class PolicySpec:
         return self.name if self.name is not None else str(self.checkpoint)
 
 
-def checkpoint_loader() -> Callable[..., RolloutPolicy]:
-    """The function that loads a learned policy from a checkpoint (or run) directory.
-
-    Learned policies register with `visuomotor.policies`, which provides `load_pretrained(dir)`; without
-    it (or with no policy registered) evaluating a checkpoint is a clear user error, not an ImportError.
-    """
-    try:
-        from visuomotor.policies import load_pretrained  # type: ignore[attr-defined]
-    except ImportError:
-        load_pretrained = None
-    try:
-        from visuomotor.policies import REGISTRY as registry  # type: ignore[attr-defined]
-    except ImportError:
-        registry = {}
-    if load_pretrained is None or not registry:
-        raise ValueError(
-            "--checkpoint is not yet supported: no learned policies are registered "
-            "(visuomotor.policies provides no load_pretrained); use --policy scripted|random"
-        )
-    return load_pretrained
-
-
 def validate_checkpoint(path: str) -> dict[str, Any]:
-    """Fail early, in the parent process, on a missing checkpoint or when no loader exists.
+    """Fail early, in the parent process, on a missing checkpoint or a directory that is not one.
 
     Returns what the env must provide, read from the checkpoint's config when it says so:
     `{"cameras": [...] | None, "image_size": int | None}`.
     """
+    from visuomotor.policies import resolve_checkpoint
+    from visuomotor.policies.common.policy import read_checkpoint_meta
+
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
-    checkpoint_loader()
-    info: dict[str, Any] = {"cameras": None, "image_size": None}
-    try:
-        from visuomotor.policies import resolve_checkpoint  # type: ignore[attr-defined]
-        from visuomotor.policies.common.policy import read_checkpoint_meta  # type: ignore[import-not-found]
-    except ImportError:
-        return info
     meta = read_checkpoint_meta(resolve_checkpoint(Path(path)))  # FileNotFoundError if not a checkpoint
+    info: dict[str, Any] = {"cameras": None, "image_size": None}
     shapes = meta.get("config", {}).get("input_shapes", {}) or {}
     prefix = "observation.images."
     cams = [k[len(prefix) :] for k in shapes if k.startswith(prefix)]
@@ -175,7 +150,9 @@ def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
     """Build the policy a spec describes (called in the worker, once per task's env)."""
     if spec.name is not None:
         return REFERENCE_POLICIES[spec.name](env, sim)
-    policy = checkpoint_loader()(str(spec.checkpoint), device="cpu")  # workers run on CPU
+    from visuomotor.policies import load_policy
+
+    policy = load_policy(str(spec.checkpoint), device="cpu")  # workers run on CPU
     if hasattr(policy, "eval"):
         policy.eval()
     return policy

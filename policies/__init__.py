@@ -50,9 +50,6 @@ def load_policy(path: str | Path, device: str | None = None):
     return policy_cls.from_pretrained(path, device=device)
 
 
-load_pretrained = load_policy  # the name the rollout runner looks for
-
-
 def resolve_checkpoint(path: Path) -> Path:
     """A checkpoint directory from a checkpoint, a step directory, or a run directory."""
     if not path.exists():

@@ -125,15 +125,11 @@ def test_bad_arguments():
         PolicySpec(name="nope")
 
 
-def test_checkpoint_errors(tmp_path, monkeypatch):
+def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         validate_checkpoint(str(tmp_path / "missing"))
-    import visuomotor.policies
-
-    # Without a loader in visuomotor.policies, a checkpoint is a clear user error.
-    monkeypatch.delattr(visuomotor.policies, "load_pretrained", raising=False)
-    with pytest.raises(ValueError, match="not yet supported: no learned policies are registered"):
-        validate_checkpoint(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        validate_checkpoint(str(tmp_path))  # a directory, but neither a checkpoint nor a run
 
 
 def test_cli_policy_choices_match_registry():

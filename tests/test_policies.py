@@ -138,15 +138,15 @@ def test_normaliser_travels_in_the_checkpoint(tmp_path, store):
 
 def test_checkpoint_of_another_policy_is_refused(tmp_path, store):
     policy = build("diffusion", "cpu", store, cameras=False)
-    policy.save_pretrained(tmp_path / "c")
-    meta = json.loads((tmp_path / "c" / "config.json").read_text())
-    meta["policy"] = "carp"
-    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="unknown policy 'carp'"):
-        load_policy(tmp_path / "c")
-    cls = get_policy_entry("diffusion").load()[0]
-    with pytest.raises(ValueError, match="holds a 'carp' policy, not 'diffusion'"):
-        cls.from_pretrained(tmp_path / "c")
+    policy.save_pretrained(tmp_path / "dp")
+    carp = get_policy_entry("carp").load()[0]
+    with pytest.raises(ValueError, match="holds a 'diffusion' policy, not 'carp'"):
+        carp.from_pretrained(tmp_path / "dp")
+    meta = json.loads((tmp_path / "dp" / "config.json").read_text())
+    meta["policy"] = "no-such-policy"
+    (tmp_path / "dp" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="unknown policy 'no-such-policy'"):
+        load_policy(tmp_path / "dp")
 
 
 def test_checkpoint_with_mismatched_config_names_the_problem(tmp_path, store):
@@ -181,7 +181,8 @@ def test_unknown_task_missing_observation_key_and_wrong_shape(store):
         policy.select_action({"observation.state": torch.rand(1, 4), "task": ["reach"]})
     policy.reset()
     with pytest.raises(
-        ValueError, match=r"'observation.state' has shape \[1, 1, 3\]; .* frames of shape \[4\]"
+        ValueError,
+        match=r"'observation.state' has shape \[1, 2, 3\]; this policy expects frames of shape \[4\]",
     ):
         policy.select_action(obs | {"observation.state": torch.rand(1, 3), "task": ["reach"]})
 

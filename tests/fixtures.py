@@ -8,6 +8,10 @@ Every value is non-zero (images in 1..255), so no chunk is ever entirely zero.
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -177,3 +181,12 @@ TINY_CARP = [
     "-o",
     "tokenizer_batch_size=16",
 ]
+
+
+def torchrun_cli(args: Sequence[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`visuomotor <args>` under torchrun with `nproc` CPU processes (gloo), one thread each."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    assert torchrun, "torchrun is installed with torch"
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "visuomotor.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

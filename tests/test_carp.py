@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from fixtures import TINY_CARP, make_store
+from fixtures import TINY_CARP, make_store, torchrun_cli
 from safetensors.torch import load_file
 
 import visuomotor.train as train_module
@@ -269,21 +264,8 @@ def test_reusing_a_tokenizer_skips_stage_one(tmp_path, store_path, capsys):
 
 def test_both_stages_under_ddp(tmp_path, store_path):
     """Each stage leaves the other's parameters out of the graph; DDP must accept that."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun is installed with torch"
     out = tmp_path / "ddp"
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "visuomotor.cli",
-        *carp_args(store_path, out, 12),
-    ]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    proc = torchrun_cli(carp_args(store_path, out, 12))
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((out / "metrics.json").read_text())
     assert {h["stage"] for h in history if "stage" in h} == {0, 1}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import IMAGE_KEY, make_store
+from fixtures import IMAGE_KEY, make_store, torchrun_cli
 from fixtures import TINY_DIFFUSION as TINY
 from safetensors.torch import load_file
 
@@ -150,20 +149,8 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, store_path)
 
 
 def test_ddp_two_cpu_processes(tmp_path, store_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    assert torchrun, "torchrun is installed with torch"
     out = tmp_path / "ddp"
-    cmd = [
-        torchrun,
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "visuomotor.cli",
-        *train_args(store_path, out, 6),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    proc = torchrun_cli(train_args(store_path, out, 6))
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["world_size"] == 2

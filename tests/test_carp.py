@@ -13,8 +13,8 @@ import visuomotor.train as train_module
 from visuomotor.cli import main
 from visuomotor.policies import load_policy, make_config
 from visuomotor.policies.carp import CarpConfig, CarpPolicy
+from visuomotor.policies.carp.model import CoarseToFineTransformer, block_causal_mask
 from visuomotor.policies.carp.tokenizer import MultiScaleActionTokenizer
-from visuomotor.policies.carp.transformer import CoarseToFineTransformer, block_causal_mask
 
 A, H = 3, 16
 

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from visuomotor.policies.carp.config import CarpConfig
+from visuomotor.policies.carp.model import CoarseToFineTransformer
 from visuomotor.policies.carp.tokenizer import MultiScaleActionTokenizer
-from visuomotor.policies.carp.transformer import CoarseToFineTransformer
 from visuomotor.policies.common.encoders import ObsEncoder
 from visuomotor.policies.common.policy import Policy, TrainStage
 

@@ -177,11 +177,16 @@ def test_cli_collect_real_then_append(tmp_path):
     assert EpisodeStore.open(out).num_episodes == 3
 
 
+EPISODES_TO_INTERRUPT = 2000
+
+
 def _start_collect(out: Path) -> subprocess.Popen:
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
     cmd = [sys.executable, "-m", "visuomotor.cli", "collect", "--env", "metaworld/reach-v3"]
     return subprocess.Popen(
-        [*cmd, "--episodes", "100", "--out", str(out), "--workers", "2"],
+        # Far more episodes than can finish before the signal (reach runs at ~4 episodes/s here): the
+        # collector must still be running when the test interrupts it.
+        [*cmd, "--episodes", str(EPISODES_TO_INTERRUPT), "--out", str(out), "--workers", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -234,7 +239,7 @@ def test_cli_collect_sigkill_keeps_committed_episodes(tmp_path):
     out = tmp_path / "killed.zarr"
     seen, _, _ = _collect_until_signalled(out, signal.SIGKILL)
     store = _check_intact(out, seen)
-    assert store.num_episodes < 100
+    assert store.num_episodes < EPISODES_TO_INTERRUPT
 
 
 @pytest.mark.slow

@@ -199,6 +199,21 @@ class MultiScaleActionTokenizer(nn.Module):
         )
 
     # ------------------------------------------------------------------ quantisation
+    def _residual_quantize(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Indices of every scale and the cumulative quantised latent after each scale, for latents f."""
+        f_hat = torch.zeros_like(f)
+        rest = f.detach().clone()
+        indices: list[Tensor] = []
+        cumulative: list[Tensor] = []
+        for k, p in enumerate(self.scales):
+            idx = self.lookup(self.downsample(rest, p))
+            h = self.scale_contribution(k, idx)
+            f_hat = f_hat + h
+            rest = rest - h.detach()
+            indices.append(idx)
+            cumulative.append(f_hat)
+        return indices, cumulative
+
     def quantize(self, f: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """Multi-scale residual quantisation of latents f (B, A, D, n).
 
@@ -206,20 +221,14 @@ class MultiScaleActionTokenizer(nn.Module):
         every scale, the final residual f - f_hat, and the VQ loss (codebook + 0.25 x commitment, averaged
         over scales on the cumulative f_hat, as CARP).
         """
-        f_hat = torch.zeros_like(f)
-        rest = f.detach().clone()
-        indices: list[Tensor] = []
+        indices, cumulative = self._residual_quantize(f)
         vq_loss = f.new_zeros(())
-        for k, p in enumerate(self.scales):
-            idx = self.lookup(self.downsample(rest, p))
-            h = self.scale_contribution(k, idx)
-            f_hat = f_hat + h
-            rest = rest - h.detach()
-            indices.append(idx)
+        for f_hat in cumulative:
             vq_loss = (
                 vq_loss + self.commitment * F.mse_loss(f_hat.detach(), f) + F.mse_loss(f_hat, f.detach())
             )
         vq_loss = vq_loss / len(self.scales)
+        f_hat = cumulative[-1]
         residual = f.detach() - f_hat.detach()
         f_hat_ste = (f_hat - f).detach() + f
         return f_hat_ste, indices, residual, vq_loss
@@ -261,10 +270,6 @@ class MultiScaleActionTokenizer(nn.Module):
     def teacher_forcing(self, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Targets and inputs of stage 2 for ground-truth chunks: tokens (B, L) and the code-space
         inputs of scales 2..K (B, L - p_1 * A, D)."""
-        _, indices, _, _ = self.quantize(self.encode(actions))
-        inputs, f_hat = [], None
-        for k in range(1, len(self.scales)):
-            h = self.scale_contribution(k - 1, indices[k - 1])
-            f_hat = h if f_hat is None else f_hat + h
-            inputs.append(self.scale_inputs(f_hat, k))
+        indices, cumulative = self._residual_quantize(self.encode(actions))
+        inputs = [self.scale_inputs(cumulative[k - 1], k) for k in range(1, len(self.scales))]
         return self.to_sequence(indices), torch.cat(inputs, dim=1)

@@ -160,7 +160,7 @@ def train(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) a run in `out`; returns a summary (also written to out/summary.json)."""
-    from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec, split_episodes
+    from visuomotor.datasets import EpisodeStore, SequenceSampler, split_episodes
     from visuomotor.datasets.stats import load_stats
     from visuomotor.policies import get_policy_entry
 
@@ -203,12 +203,7 @@ def train(
 
     torch.manual_seed(tcfg.seed + rank)
     train_eps, val_eps = split_episodes(store.num_episodes, tcfg.val_ratio, tcfg.seed)
-    spec = WindowSpec(
-        n_obs_steps=config.n_obs_steps,
-        horizon=config.horizon,
-        obs_keys=config.input_keys,
-        pad_after=config.n_action_steps - 1,
-    )
+    spec = config.window_spec()
     sampler = SequenceSampler(store, spec, episodes=train_eps)
     val_sampler = SequenceSampler(store, spec, episodes=val_eps) if len(val_eps) else None
     if len(sampler) == 0:

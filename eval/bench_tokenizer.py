@@ -24,7 +24,7 @@ def run_benchmark(
     store_path: str | None = None,
     checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec
+    from visuomotor.datasets import EpisodeStore, SequenceSampler
     from visuomotor.policies import load_policy
     from visuomotor.policies.carp import CarpPolicy
 
@@ -39,10 +39,7 @@ def run_benchmark(
         raise ValueError(
             f"{store_path}: actions of shape {list(store.shape('action'))}, the checkpoint's are [{c.action_dim}]"
         )
-    spec = WindowSpec(
-        n_obs_steps=c.n_obs_steps, horizon=c.horizon, obs_keys=(), pad_after=c.n_action_steps - 1
-    )
-    sampler = SequenceSampler(store, spec)
+    sampler = SequenceSampler(store, c.window_spec(obs_keys=()))  # the training windows' actions
     n = min(len(sampler), 512 if quick else len(sampler))
     tok = policy.tokenizer
     sq = torch.zeros(c.action_dim, dtype=torch.float64)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
 
 
@@ -70,6 +71,16 @@ class PolicyConfig:
     @property
     def input_keys(self) -> tuple[str, ...]:
         return (*self.state_keys, *self.image_keys)
+
+    def window_spec(self, obs_keys: tuple[str, ...] | None = None) -> WindowSpec:
+        """The training windows of this policy: To observation frames, a chunk of `horizon` actions, padded
+        after an episode's end so its last Ta actions are covered (Diffusion Policy's pad_after = Ta - 1)."""
+        return WindowSpec(
+            n_obs_steps=self.n_obs_steps,
+            horizon=self.horizon,
+            obs_keys=self.input_keys if obs_keys is None else obs_keys,
+            pad_after=self.n_action_steps - 1,
+        )
 
     @property
     def use_tasks(self) -> bool:

@@ -17,7 +17,7 @@ env, because a policy may need the env (the scripted expert does) and weights sh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -110,10 +110,16 @@ class PolicySpec:
     """A key of `REFERENCE_POLICIES`."""
     checkpoint: str | None = None
     """A directory written by `Policy.save_pretrained` (config.json + model.safetensors)."""
+    n_action_steps: int | None = None
+    """Execute this many actions of each predicted chunk instead of the checkpoint's Ta (checkpoints only)."""
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.checkpoint is None):
             raise ValueError("give exactly one of a reference policy name or a checkpoint directory")
+        if self.n_action_steps is not None and self.checkpoint is None:
+            raise ValueError(
+                "n_action_steps applies to a trained policy's checkpoint, not a reference policy"
+            )
         if self.name is not None and self.name not in REFERENCE_POLICIES:
             raise ValueError(
                 f"unknown policy {self.name!r}; reference policies: {', '.join(sorted(REFERENCE_POLICIES))}"
@@ -121,21 +127,40 @@ class PolicySpec:
 
     @property
     def label(self) -> str:
-        return self.name if self.name is not None else str(self.checkpoint)
+        if self.name is not None:
+            return self.name
+        if self.n_action_steps is not None:
+            return f"{self.checkpoint} (n_action_steps={self.n_action_steps})"
+        return str(self.checkpoint)
 
 
-def validate_checkpoint(path: str) -> dict[str, Any]:
-    """Fail early, in the parent process, on a missing checkpoint or a directory that is not one.
+def with_action_steps(config: Any, n_action_steps: int, where: str) -> Any:
+    """`config` executing `n_action_steps` per chunk; the config's own validation says what is allowed."""
+    try:
+        return replace(config, n_action_steps=n_action_steps)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def validate_checkpoint(path: str, n_action_steps: int | None = None) -> dict[str, Any]:
+    """Fail early, in the parent process, on a missing checkpoint or a directory that is not one, or an
+    `n_action_steps` the checkpoint's policy cannot execute.
 
     Returns what the env must provide, read from the checkpoint's config when it says so:
     `{"cameras": [...] | None, "image_size": int | None}`.
     """
-    from visuomotor.policies import resolve_checkpoint
+    from visuomotor.configs import from_dict
+    from visuomotor.policies import get_policy_entry, resolve_checkpoint
     from visuomotor.policies.common.policy import read_checkpoint_meta
 
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
-    meta = read_checkpoint_meta(resolve_checkpoint(Path(path)))  # FileNotFoundError if not a checkpoint
+    directory = resolve_checkpoint(Path(path))
+    meta = read_checkpoint_meta(directory)  # FileNotFoundError if not a checkpoint
+    if n_action_steps is not None:
+        config_cls = get_policy_entry(meta["policy"]).load()[1]
+        config = from_dict(config_cls, meta["config"], where=f"{directory}/config.json:config")
+        with_action_steps(config, n_action_steps, f"--n-action-steps for {path}")
     info: dict[str, Any] = {"cameras": None, "image_size": None}
     shapes = meta.get("config", {}).get("input_shapes", {}) or {}
     prefix = "observation.images."
@@ -153,6 +178,10 @@ def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
     from visuomotor.policies import load_policy
 
     policy = load_policy(str(spec.checkpoint), device="cpu")  # workers run on CPU
+    if spec.n_action_steps is not None:
+        # In place: the policy's modules hold this same config object.
+        with_action_steps(policy.config, spec.n_action_steps, str(spec.checkpoint))
+        policy.config.n_action_steps = spec.n_action_steps
     if hasattr(policy, "eval"):
         policy.eval()
     return policy

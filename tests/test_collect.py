@@ -151,6 +151,8 @@ def test_cli_unknown_env_id(tmp_path):
     assert "error: unknown env id 'metaworld/nope-v3'" in r.stderr and "metaworld/reach-v3" in r.stderr
     r = _cli("eval", "--policy", "scripted", "--env", "metaworld/nope-v3", "--episodes", "1")
     assert r.returncode == 2 and "error: unknown env id" in r.stderr
+    r = _cli("eval", "--policy", "scripted", "--env", "metaworld/reach-v3", "--n-action-steps", "4")
+    assert r.returncode == 2 and "--n-action-steps applies to --checkpoint" in r.stderr
 
 
 @pytest.mark.slow

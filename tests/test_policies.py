@@ -124,6 +124,35 @@ def test_select_action_executes_a_chunk_then_replans(store):
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store, name):
+    from visuomotor.eval.policies import PolicySpec, build_policy, validate_checkpoint
+
+    build(name, "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
+    spec = PolicySpec(checkpoint=str(tmp_path / "c"), n_action_steps=3)
+    assert "n_action_steps=3" in spec.label
+    validate_checkpoint(spec.checkpoint, 3)
+    policy = build_policy(spec, env=None, sim=None)
+    calls = []
+    original = policy.predict_action_chunk
+
+    def counting(obs, **kw):
+        calls.append(1)
+        return original(obs, **kw)
+
+    policy.predict_action_chunk = counting
+    policy.reset()
+    obs = {"observation.state": torch.rand(1, 4), "task": ["reach"]}
+    for _ in range(7):
+        policy.select_action(obs)
+    assert len(calls) == 3  # steps 0, 3 and 6 start a chunk (the checkpoint's own Ta is 8)
+    # horizon 16, To 2: at most 15 actions of a chunk lie at or after the current step.
+    with pytest.raises(ValueError, match=r"--n-action-steps for .*c: n_action_steps must be in \[1, .*15\]"):
+        validate_checkpoint(spec.checkpoint, 16)
+    with pytest.raises(ValueError, match="reference policy"):
+        PolicySpec(name="scripted", n_action_steps=3)
+
+
 def test_normaliser_travels_in_the_checkpoint(tmp_path, store):
     policy = build("diffusion", "cpu", store, cameras=True)
     policy.save_pretrained(tmp_path / "c")
@@ -194,11 +223,29 @@ def test_unknown_task_missing_observation_key_and_wrong_shape(store):
         ("sampler", "euler", "sampler"),
         ("horizon", 10, "divisible"),
         ("image_keys", ("front",), "observation.images"),
+        ("state_noise", -0.1, "state_noise"),
     ],
 )
 def test_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         make_config("diffusion", "cpu", **{field: value})
+
+
+def test_state_noise_perturbs_the_state_only_while_training():
+    from visuomotor.policies.common.encoders import ObsEncoder
+
+    config = make_config("diffusion", "cpu", input_shapes={"observation.state": [4]}, action_dim=2)
+    config.state_noise = 0.1
+    encoder = ObsEncoder(config)
+    obs = {"observation.state": torch.zeros(4096, config.n_obs_steps, 4)}
+    encoder.eval()
+    assert torch.equal(encoder(obs), torch.zeros(4096, 4 * config.n_obs_steps))
+    encoder.train()
+    noisy = encoder(obs)
+    assert noisy.std().item() == pytest.approx(0.1, rel=0.05)
+    assert noisy.mean().abs().item() < 0.01
+    config.state_noise = 0.0
+    assert torch.equal(encoder(obs), torch.zeros_like(noisy))
 
 
 def test_unknown_policy_and_preset():

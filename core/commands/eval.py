@@ -54,6 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed-offset", type=int, default=0, help="first eval seed is 1_000_000 + this (default 0)"
     )
     parser.add_argument("--max-steps", type=int, help="episode step limit (default: the env's)")
+    parser.add_argument(
+        "--n-action-steps",
+        type=int,
+        metavar="TA",
+        help="actions executed from each predicted chunk before predicting again "
+        "(default: the checkpoint's; at most horizon - n_obs_steps + 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     cameras = tuple(args.camera) if args.camera else None
     image_size = args.image_size
     if args.checkpoint is not None:
-        wants = validate_checkpoint(args.checkpoint)
-        spec = PolicySpec(checkpoint=args.checkpoint)
+        wants = validate_checkpoint(args.checkpoint, args.n_action_steps)
+        spec = PolicySpec(checkpoint=args.checkpoint, n_action_steps=args.n_action_steps)
         needs_images = bool(wants["cameras"])  # a state-only policy needs no rendering
         # Render what the policy was trained on, unless told otherwise.
         if cameras is None and wants["cameras"]:
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         if args.image_size is None and wants["image_size"]:
             image_size = wants["image_size"]
     else:
+        if args.n_action_steps is not None:
+            raise ValueError("--n-action-steps applies to --checkpoint, not to a reference policy")
         spec = PolicySpec(name=args.policy)
         needs_images = False
     if args.videos_per_task < 0:

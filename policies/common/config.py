@@ -44,6 +44,9 @@ class PolicyConfig:
     """Channels of the small CNN's first layer (doubling twice); ignored by timm backbones."""
     crop_ratio: float = 0.9
     """Random crop (training) / centre crop (inference) side as a fraction of the image side; 1 = off."""
+    state_noise: float = 0.0
+    """Std of Gaussian noise added to the normalised low-dim state while training (robomimic's obs-noise
+    randomiser); it keeps a policy trained on a few demonstrations from keying on exact state values."""
     device: str = "cpu"
     """Device the policy runs on."""
 
@@ -65,6 +68,8 @@ class PolicyConfig:
             raise ValueError(f"image_keys must start with 'observation.images.', got {bad}")
         if not 0.1 <= self.crop_ratio <= 1.0:
             raise ValueError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+        if self.state_noise < 0:
+            raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
         self.state_keys = tuple(self.state_keys)
         self.image_keys = tuple(self.image_keys)
 

@@ -116,7 +116,10 @@ class ObsEncoder(nn.Module):
             f = self.cameras[key.replace(".", "_")](rearrange(img, "b t c h w -> (b t) c h w"))
             feats.append(rearrange(f, "(b t) d -> b t d", b=B))  # (B, To, D)
         for key in self.config.state_keys:
-            feats.append(obs[key].reshape(B, To, -1))  # (B, To, Ds)
+            state = obs[key].reshape(B, To, -1)  # (B, To, Ds)
+            if self.training and self.config.state_noise > 0:
+                state = state + self.config.state_noise * torch.randn_like(state)
+            feats.append(state)
         cond = torch.cat(feats, dim=-1).reshape(B, -1)  # (B, To * per_step)
         if self.task_embedding is not None:
             if task_index is None:

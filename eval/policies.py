@@ -149,9 +149,8 @@ def validate_checkpoint(path: str, n_action_steps: int | None = None) -> dict[st
     Returns what the env must provide, read from the checkpoint's config when it says so:
     `{"cameras": [...] | None, "image_size": int | None}`.
     """
-    from visuomotor.configs import from_dict
     from visuomotor.policies import get_policy_entry, resolve_checkpoint
-    from visuomotor.policies.common.policy import read_checkpoint_meta
+    from visuomotor.policies.common.policy import checkpoint_config, read_checkpoint_meta
 
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
@@ -159,7 +158,7 @@ def validate_checkpoint(path: str, n_action_steps: int | None = None) -> dict[st
     meta = read_checkpoint_meta(directory)  # FileNotFoundError if not a checkpoint
     if n_action_steps is not None:
         config_cls = get_policy_entry(meta["policy"]).load()[1]
-        config = from_dict(config_cls, meta["config"], where=f"{directory}/config.json:config")
+        config = checkpoint_config(config_cls, directory, meta)
         with_action_steps(config, n_action_steps, f"--n-action-steps for {path}")
     info: dict[str, Any] = {"cameras": None, "image_size": None}
     shapes = meta.get("config", {}).get("input_shapes", {}) or {}

@@ -66,6 +66,19 @@ def obs_window(batch, policy, i: int = 0):
     return obs
 
 
+def record_chunk_predictions(policy) -> list:
+    """Wrap `policy.predict_action_chunk` to record the observation-state shape of every call."""
+    calls = []
+    original = policy.predict_action_chunk
+
+    def recording(obs, **kw):
+        calls.append(obs["observation.state"].shape)
+        return original(obs, **kw)
+
+    policy.predict_action_chunk = recording
+    return calls
+
+
 @pytest.mark.parametrize(
     ("name", "preset", "cameras"), CASES, ids=[f"{n}-{p}-{'image' if c else 'state'}" for n, p, c in CASES]
 )
@@ -106,14 +119,7 @@ def test_policy_contract(tmp_path, store, name, preset, cameras):
 
 def test_select_action_executes_a_chunk_then_replans(store):
     policy = build("diffusion", "cpu", store, cameras=False).eval()
-    calls = []
-    original = policy.predict_action_chunk
-
-    def counting(obs, **kw):
-        calls.append(obs["observation.state"].shape)
-        return original(obs, **kw)
-
-    policy.predict_action_chunk = counting
+    calls = record_chunk_predictions(policy)
     obs = {"observation.state": torch.rand(1, 4), "task": ["reach"]}
     for _ in range(policy.config.n_action_steps * 2 + 1):
         policy.select_action(obs)
@@ -133,14 +139,7 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
     assert "n_action_steps=3" in spec.label
     validate_checkpoint(spec.checkpoint, 3)
     policy = build_policy(spec, env=None, sim=None)
-    calls = []
-    original = policy.predict_action_chunk
-
-    def counting(obs, **kw):
-        calls.append(1)
-        return original(obs, **kw)
-
-    policy.predict_action_chunk = counting
+    calls = record_chunk_predictions(policy)
     policy.reset()
     obs = {"observation.state": torch.rand(1, 4), "task": ["reach"]}
     for _ in range(7):

@@ -198,7 +198,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         meta = read_checkpoint_meta(directory)
         if meta["policy"] != cls.name:
             raise ValueError(f"{directory} holds a '{meta['policy']}' policy, not '{cls.name}'")
-        config = from_dict(cls.config_class, meta["config"], where=f"{directory / CONFIG_NAME}:config")
+        config = checkpoint_config(cls.config_class, directory, meta)
         if device:
             config.device = device
         policy = cls(config)
@@ -207,6 +207,12 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         except (RuntimeError, KeyError) as exc:
             raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: {exc}") from exc
         return policy.to(config.device).eval()
+
+
+def checkpoint_config(config_cls: type, directory: Path, meta: dict[str, Any]) -> Any:
+    """The config stored in a checkpoint's metadata, built (and validated) as `config_cls`; errors name
+    the file and field."""
+    return from_dict(config_cls, meta["config"], where=f"{directory / CONFIG_NAME}:config")
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def store(tmp_path_factory):
     return store
 
 
-def build(name: str, preset: str, store, cameras: bool):
+def build(name: str, preset: str, store, cameras: bool, **overrides):
     image_keys = (IMAGE_KEY,) if cameras else ()
     keys = ["observation.state", *image_keys]
     config = make_config(
@@ -45,6 +45,7 @@ def build(name: str, preset: str, store, cameras: bool):
         input_shapes={k: list(store.shape(k)) for k in keys},
         action_dim=store.shape("action")[0],
         tasks=store.tasks,
+        **overrides,
     )
     policy_cls = get_policy_entry(name).load()[0]
     stats = {k: store.attrs["stats"][k] for k in [*keys, "action"]}
@@ -245,6 +246,99 @@ def test_state_noise_perturbs_the_state_only_while_training():
     assert noisy.mean().abs().item() < 0.01
     config.state_noise = 0.0
     assert torch.equal(encoder(obs), torch.zeros_like(noisy))
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_state_differences_are_normalised_inputs_that_travel_in_the_checkpoint(tmp_path, store, name):
+    from visuomotor.policies.common.differences import DIFFERENCES_KEY
+
+    torch.manual_seed(0)
+    plain = build(name, "cpu", store, cameras=False)
+    policy = build(name, "cpu", store, cameras=False, state_differences=((2, 0, 2), (3, 1, 1)))
+    assert policy.encoder.out_dim == plain.encoder.out_dim + 3 * policy.config.n_obs_steps
+    batch = batch_for(policy, store)
+    To = policy.config.n_obs_steps
+    state = batch["observation.state"][:, :To]
+    raw = torch.cat([state[..., 2:4] - state[..., 0:2], state[..., 3:4] - state[..., 1:2]], dim=-1)
+    assert policy.normalizer.offset(DIFFERENCES_KEY).shape == (3,)
+    prepared = policy.prepare_obs({"observation.state": state})
+    expected = policy.normalizer.normalize_key(DIFFERENCES_KEY, raw)
+    assert torch.allclose(prepared[DIFFERENCES_KEY], expected)
+    assert prepared[DIFFERENCES_KEY].abs().max() <= 1.0 + 1e-5  # min-max bounds hold for the store's data
+    loss, _ = policy.compute_loss(batch)
+    assert torch.isfinite(loss)
+
+    policy.eval()
+    obs = obs_window(batch, policy)
+    chunk = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(1))
+    policy.save_pretrained(tmp_path / "c")
+    loaded = load_policy(tmp_path / "c")
+    assert loaded.config.state_differences == ((2, 0, 2), (3, 1, 1))
+    assert torch.equal(chunk, loaded.predict_action_chunk(obs, generator=torch.Generator().manual_seed(1)))
+    # The encoder reads the differences: changing only them changes the conditioning.
+    prepared = loaded.prepare_obs({"observation.state": obs["observation.state"]})
+    task = loaded.task_indices(obs, 1)
+    moved = prepared | {DIFFERENCES_KEY: prepared[DIFFERENCES_KEY] + 0.5}
+    assert not torch.equal(loaded.encoder(prepared, task), loaded.encoder(moved, task))
+
+
+def test_state_dims_select_what_the_encoder_sees(store):
+    from visuomotor.policies.common.differences import DIFFERENCES_KEY
+
+    policy = build("diffusion", "cpu", store, cameras=False, state_dims=(3,), state_differences=((2, 0, 1),))
+    To = policy.config.n_obs_steps
+    assert policy.encoder.out_dim == (1 + 1) * To + policy.config.task_embed_dim
+    state = torch.rand(1, To, 4)
+    prepared = policy.prepare_obs({"observation.state": state})
+    cond = policy.encoder.eval()(prepared, torch.tensor([0]))
+    per_step = cond[0, : 2 * To].reshape(To, 2)  # kept dim, then the difference, for each frame
+    assert torch.allclose(per_step[:, 0], prepared["observation.state"][0, :, 3])
+    assert torch.allclose(per_step[:, 1], prepared[DIFFERENCES_KEY][0, :, 0])
+    moved = state.clone()
+    moved[..., 1] += 0.3  # a dimension neither kept nor in a difference
+    assert torch.equal(
+        cond, policy.encoder(policy.prepare_obs({"observation.state": moved}), torch.tensor([0]))
+    )
+    with pytest.raises(ValueError, match=r"state_dims \[4\] lie outside the 4-d state"):
+        build("diffusion", "cpu", store, cameras=False, state_dims=(0, 4))
+
+
+def test_difference_statistics_bound_the_differences():
+    from visuomotor.policies.common.differences import difference_stats, state_differences
+
+    rng = np.random.default_rng(0)
+    state = rng.normal(size=(500, 2, 3)) * np.array([1.0, 5.0, 0.1])
+    stats = {
+        "a": {
+            "min": state[:, 0].min(0),
+            "max": state[:, 0].max(0),
+            "mean": state[:, 0].mean(0),
+            "std": state[:, 0].std(0),
+        },
+        "b": {
+            "min": state[:, 1].min(0),
+            "max": state[:, 1].max(0),
+            "mean": state[:, 1].mean(0),
+            "std": state[:, 1].std(0),
+        },
+    }
+    triples = ((3, 0, 3), (1, 5, 1))  # b - a per axis; a[1] - b[2]
+    d = difference_stats(stats, ("a", "b"), triples)
+    diffs = state_differences(torch.from_numpy(state.reshape(500, 6)), triples).numpy()
+    assert np.all(diffs >= np.array(d["min"]) - 1e-12) and np.all(diffs <= np.array(d["max"]) + 1e-12)
+    np.testing.assert_allclose(d["mean"], diffs.mean(0), atol=1e-9)
+    np.testing.assert_allclose(d["std"], diffs.std(0), rtol=0.2)  # independent parts: stds add in squares
+    assert d["min"][3] == pytest.approx(state[:, 0, 1].min() - state[:, 1, 2].max())
+
+
+def test_state_differences_outside_the_state_are_refused(store):
+    with pytest.raises(
+        ValueError,
+        match=r"state_differences .*\(2, 0, 3\).* reach past the 4-d state of \['observation.state'\]",
+    ):
+        build("diffusion", "cpu", store, cameras=False, state_differences=((2, 0, 3),))
+    with pytest.raises(ValueError, match="triples"):
+        make_config("diffusion", "cpu", state_differences=((1, 0),))
 
 
 def test_unknown_policy_and_preset():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from visuomotor.datasets.sampler import WindowSpec
@@ -47,6 +48,13 @@ class PolicyConfig:
     state_noise: float = 0.0
     """Std of Gaussian noise added to the normalised low-dim state while training (robomimic's obs-noise
     randomiser); it keeps a policy trained on a few demonstrations from keying on exact state values."""
+    state_differences: tuple[tuple[int, int, int], ...] = ()
+    """(a, b, n) triples: the policy also sees state[a:a+n] - state[b:b+n] of the raw low-dim state (the
+    state keys concatenated), e.g. goal minus hand. Metaworld's 39-d environment state holds the hand at 0,
+    the first object at 4, the second at 11 and the goal at 36 (each xyz)."""
+    state_dims: tuple[int, ...] | None = None
+    """Indices of the raw low-dim state (the state keys concatenated) the policy sees; None = all. With
+    `state_differences` this gives a policy that sees positions only relative to each other."""
     device: str = "cpu"
     """Device the policy runs on."""
 
@@ -70,8 +78,16 @@ class PolicyConfig:
             raise ValueError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
         if self.state_noise < 0:
             raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
+        bad_diff = [t for t in self.state_differences if len(t) != 3 or min(t) < 0 or t[2] < 1]
+        if bad_diff:
+            raise ValueError(
+                f"state_differences must hold (a, b, n) triples with a, b >= 0 and n >= 1, got {bad_diff}"
+            )
         self.state_keys = tuple(self.state_keys)
         self.image_keys = tuple(self.image_keys)
+        self.state_differences = tuple(tuple(t) for t in self.state_differences)  # type: ignore[misc]
+        if self.state_dims is not None:
+            self.state_dims = tuple(self.state_dims)
 
     @property
     def input_keys(self) -> tuple[str, ...]:
@@ -91,10 +107,26 @@ class PolicyConfig:
     def use_tasks(self) -> bool:
         return len(self.tasks) > 1
 
+    @property
+    def state_dim(self) -> int:
+        """Size of the raw low-dim state: the state keys' frames flattened and concatenated."""
+        return sum(math.prod(self.input_shapes[k]) for k in self.state_keys)
+
     def validate_inputs(self) -> None:
         """The shapes the policy needs are known (i.e. the config was adapted to a store)."""
         missing = [k for k in self.input_keys if k not in self.input_shapes]
         if missing or self.action_dim <= 0:
             raise ValueError(
                 f"config is not adapted to a dataset: missing input shapes {missing}, action_dim={self.action_dim}"
+            )
+        bad_dims = [d for d in self.state_dims or () if not 0 <= d < self.state_dim]
+        if bad_dims:
+            raise ValueError(
+                f"state_dims {bad_dims} lie outside the {self.state_dim}-d state of {list(self.state_keys)}"
+            )
+        out_of_range = [(a, b, n) for a, b, n in self.state_differences if max(a, b) + n > self.state_dim]
+        if out_of_range:
+            raise ValueError(
+                f"state_differences {out_of_range} reach past the {self.state_dim}-d state "
+                f"of {list(self.state_keys)}"
             )

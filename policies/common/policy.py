@@ -21,6 +21,7 @@ from visuomotor.configs import from_dict, to_dict
 from visuomotor.datasets.images import to_float_chw
 from visuomotor.datasets.normalize import Normalizer
 from visuomotor.policies.common.config import PolicyConfig
+from visuomotor.policies.common.differences import DIFFERENCES_KEY, difference_stats, state_differences
 
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
@@ -65,6 +66,14 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         shapes = {k: tuple(config.input_shapes[k]) for k in config.state_keys}
         shapes |= {k: (config.input_shapes[k][-1],) for k in config.image_keys}  # per channel
         shapes["action"] = (config.action_dim,)
+        if config.state_differences:
+            modes[DIFFERENCES_KEY] = config.state_norm
+            shapes[DIFFERENCES_KEY] = (sum(n for _, _, n in config.state_differences),)
+            if stats is not None:
+                stats = {
+                    **stats,
+                    DIFFERENCES_KEY: difference_stats(stats, config.state_keys, config.state_differences),
+                }
         self.normalizer = (
             Normalizer.from_stats(stats, modes) if stats is not None else Normalizer(modes, shapes)
         )
@@ -130,6 +139,17 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             if key in self.config.image_keys:
                 x = to_float_chw(x)
             out[key] = self.normalizer.normalize_key(key, x.float())
+        if self.config.state_differences:
+            B, To = out[self.config.input_keys[0]].shape[:2]
+            raw = torch.cat(
+                [
+                    torch.as_tensor(obs[k], device=self.device).float().reshape(B, To, -1)
+                    for k in self.config.state_keys
+                ],
+                dim=-1,
+            )  # (B, To, D), unnormalised: differences are taken in the state's own units
+            diffs = state_differences(raw, self.config.state_differences)
+            out[DIFFERENCES_KEY] = self.normalizer.normalize_key(DIFFERENCES_KEY, diffs)
         return out
 
     def condition(self, obs: dict[str, Any]) -> Tensor:

@@ -52,3 +52,17 @@ def test_training_with_periodic_rollouts_tracks_the_best_checkpoint(tmp_path, st
     state = json.loads((run / "checkpoints" / "last" / "training_state" / "state.json").read_text())
     assert [h["step"] for h in state["history"] if "success_rate" in h] == [2, 4]
     assert state["best"]["step"] == int(best.name.split("-")[1])
+
+
+def test_relative_state_trains_and_evaluates_on_metaworld(tmp_path, store):
+    run = tmp_path / "run"
+    assert train(store, run, 4, "--relative-state") == 0
+    config = json.loads((run / "checkpoints" / "last" / "pretrained_model" / "config.json").read_text())[
+        "config"
+    ]
+    assert config["state_keys"] == ["observation.environment_state"]
+    assert [36, 0, 3] in config["state_differences"]  # goal - hand
+    assert 0 not in config["state_dims"] and 36 not in config["state_dims"]  # no absolute positions
+    evaluate = ["eval", "--checkpoint", str(run), "--env", ENV, "--episodes", "1", "--max-steps", "20"]
+    assert main([*evaluate, "--workers", "1", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["episodes"] == 1

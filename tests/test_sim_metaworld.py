@@ -41,6 +41,24 @@ def test_every_task_builds_resets_and_steps(env_id: str) -> None:
         env.close()
 
 
+def test_state_layout_names_what_the_environment_state_holds() -> None:
+    from visuomotor.sim.metaworld_env import STATE_LAYOUT as L
+
+    env = make_env("metaworld/pick-place-v3", render=False)
+    try:
+        first, _ = env.reset(seed=1)
+        obs, *_ = env.step(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
+        raw = env.unwrapped._raw
+        s = obs["observation.environment_state"]
+        np.testing.assert_allclose(s[L["hand"] : L["hand"] + 3], raw.get_endeff_pos(), atol=1e-6)
+        np.testing.assert_allclose(s[L["obj1"] : L["obj1"] + 3], raw._get_pos_objects()[:3], atol=1e-6)
+        np.testing.assert_allclose(s[L["goal"] : L["goal"] + 3], raw._target_pos, atol=1e-6)
+        prev = first["observation.environment_state"]
+        np.testing.assert_allclose(s[L["previous"] : L["previous"] + 18], prev[:18], atol=1e-6)
+    finally:
+        env.close()
+
+
 def test_seeded_resets_are_reproducible_and_seeds_change_the_task() -> None:
     env = make_env("metaworld/pick-place-v3", render=False)
     a, _ = env.reset(seed=3)

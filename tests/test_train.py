@@ -85,6 +85,14 @@ def test_store_that_does_not_match_the_policy(tmp_path, store_path, capsys):
     assert "no_such_field" in capsys.readouterr().err
 
 
+def test_relative_state_needs_a_metaworld_store(tmp_path, store_path, capsys):
+    assert main(train_args(store_path, tmp_path / "run", 2, "--relative-state")) == 2
+    err = capsys.readouterr().err
+    assert "--relative-state knows the layout of Metaworld's environment state only" in err
+    assert "'test-env-v0'" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_of_a_run_with_different_shapes_is_refused(tmp_path, store_path, capsys):
     out = tmp_path / "run"
     assert main(train_args(store_path, out, 4)) == 0

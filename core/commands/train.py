@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    parser.add_argument(
+        "--relative-state",
+        action="store_true",
+        help="Metaworld stores: condition on observation.environment_state with positions relative to each "
+        "other (goal - hand, object - hand, ...) instead of absolute; -o fields still win",
+    )
     parser.add_argument("-o", "--policy-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("-t", "--train-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--list-fields", action="store_true", help="print the config fields and exit")
@@ -58,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             train_over[field] = str(getattr(args, flag))
+    if args.relative_state:
+        policy_over = relative_state_overrides(args.data) | policy_over
     if args.cameras:
         cams = [
             c if c.startswith("observation.images.") else f"observation.images.{c}"
@@ -77,3 +85,23 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def relative_state_overrides(data: str | None) -> dict[str, str]:
+    """The policy overrides of `--relative-state` (sim.metaworld_env.RELATIVE_STATE), for a Metaworld store."""
+    from visuomotor.datasets import EpisodeStore
+    from visuomotor.sim.metaworld_env import RELATIVE_STATE
+
+    if not data:
+        raise ValueError("--relative-state needs --data (it reads the store's layout)")
+    store = EpisodeStore.open(data)
+    env_id = str(store.attrs.get("env_id", ""))
+    if not env_id.startswith("metaworld/"):
+        raise ValueError(
+            f"--relative-state knows the layout of Metaworld's environment state only; {data} was "
+            f"recorded from {env_id or 'an unknown environment'!r}. Use -o state_dims=... -o state_differences=..."
+        )
+    if "observation.environment_state" not in store.keys:
+        raise ValueError(f"--relative-state: {data} has no 'observation.environment_state'")
+    over = {"state_keys": json.dumps(["observation.environment_state"])}
+    return over | {k: json.dumps(v) for k, v in RELATIVE_STATE.items()}

@@ -49,9 +49,10 @@ STATE_LAYOUT: dict[str, int] = {
 }
 
 # Policy config overrides that show the policy positions only relative to each other (goal - hand,
-# object - hand, goal - object, object 2 - hand, object 2 - object), plus the gripper and the object
-# orientations. With 10 demonstrations per task a policy that also sees absolute positions fits the
-# demonstrations' goals and misses new ones (reach-v3, BENCHMARKS.md: 46% -> 78%).
+# object - hand, goal - object), plus the gripper and the object orientations. With 10 demonstrations per
+# task a policy that also sees absolute positions fits the demonstrations' goals and misses new ones
+# (reach-v3, BENCHMARKS.md: 46% -> 78%). No differences with object 2: its slots are zeros in tasks with
+# one object (all of MT10), where object 2 - hand would be minus the absolute hand position.
 _L = STATE_LAYOUT
 RELATIVE_STATE: dict[str, tuple] = {
     "state_dims": (
@@ -63,8 +64,6 @@ RELATIVE_STATE: dict[str, tuple] = {
         (_L["goal"], _L["hand"], 3),
         (_L["obj1"], _L["hand"], 3),
         (_L["goal"], _L["obj1"], 3),
-        (_L["obj2"], _L["hand"], 3),
-        (_L["obj2"], _L["obj1"], 3),
     ),
 }
 

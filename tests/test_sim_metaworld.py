@@ -59,6 +59,37 @@ def test_state_layout_names_what_the_environment_state_holds() -> None:
         env.close()
 
 
+@pytest.mark.parametrize("env_id", ["metaworld/reach-v3", "metaworld/peg-insert-side-v3"])
+def test_relative_state_does_not_see_where_the_scene_is(env_id: str) -> None:
+    """Moving hand, object and goal together leaves the relative state unchanged (object 2's slots stay
+    zero in one-object tasks, so a difference with them would leak an absolute position)."""
+    import torch
+
+    from visuomotor.policies.common.differences import state_differences
+    from visuomotor.sim.metaworld_env import RELATIVE_STATE, STATE_LAYOUT
+
+    env = make_env(env_id, render=False)
+    try:
+        obs, _ = env.reset(seed=0)
+        obs, *_ = env.step(np.array([0.5, -0.5, 0.2, 0.0], dtype=np.float32))
+    finally:
+        env.close()
+    state = torch.as_tensor(obs["observation.environment_state"], dtype=torch.float64)
+    assert torch.all(state[STATE_LAYOUT["obj2"] : STATE_LAYOUT["obj2"] + 3] == 0)
+    moved = state.clone()
+    for part in ("hand", "obj1", "goal"):
+        for start in (STATE_LAYOUT[part], STATE_LAYOUT[part] + STATE_LAYOUT["previous"]):
+            if part != "goal" or start == STATE_LAYOUT["goal"]:
+                moved[start : start + 3] += torch.tensor([0.1, -0.2, 0.05], dtype=torch.float64)
+
+    def features(s: torch.Tensor) -> torch.Tensor:
+        kept = s[list(RELATIVE_STATE["state_dims"])]
+        return torch.cat([kept, state_differences(s, RELATIVE_STATE["state_differences"])])
+
+    assert torch.allclose(features(moved), features(state))
+    assert not torch.allclose(moved, state)
+
+
 def test_seeded_resets_are_reproducible_and_seeds_change_the_task() -> None:
     env = make_env("metaworld/pick-place-v3", render=False)
     a, _ = env.reset(seed=3)

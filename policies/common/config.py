@@ -112,6 +112,11 @@ class PolicyConfig:
         """Size of the raw low-dim state: the state keys' frames flattened and concatenated."""
         return sum(math.prod(self.input_shapes[k]) for k in self.state_keys)
 
+    @property
+    def differences_dim(self) -> int:
+        """Number of values `state_differences` adds per frame."""
+        return sum(n for _, _, n in self.state_differences)
+
     def validate_inputs(self) -> None:
         """The shapes the policy needs are known (i.e. the config was adapted to a store)."""
         missing = [k for k in self.input_keys if k not in self.input_shapes]

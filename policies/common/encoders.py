@@ -4,7 +4,8 @@ Images go through one encoder per camera (Diffusion Policy keeps separate encode
 GroupNorm CNN for the `cpu` presets or a timm model (ResNet-18 with GroupNorm for `paper`, DP §3.2;
 trained from scratch here since no weights can be downloaded), with a random crop while training and a
 centre crop at inference. Low-dim state is passed through as is (DP concatenates it to the image
-features), with the configured state differences (`differences.py`) beside it. A learned embedding of the task index conditions multi-task policies.
+features), with the configured state differences (`differences.py`) beside it. A learned embedding of
+the task index conditions multi-task policies.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class ObsEncoder(nn.Module):
             }
         )
         kept = config.state_dim if config.state_dims is None else len(config.state_dims)
-        self.state_dim = kept + sum(n for _, _, n in config.state_differences)
+        self.state_dim = kept + config.differences_dim
         self.task_embedding = (
             nn.Embedding(len(config.tasks), config.task_embed_dim) if config.use_tasks else None
         )
@@ -117,15 +118,14 @@ class ObsEncoder(nn.Module):
                 img = random_crop(img, size) if self.training else center_crop(img, size)
             f = self.cameras[key.replace(".", "_")](rearrange(img, "b t c h w -> (b t) c h w"))
             feats.append(rearrange(f, "(b t) d -> b t d", b=B))  # (B, To, D)
-        states = [obs[key].reshape(B, To, -1) for key in self.config.state_keys]
-        if states:
-            state = torch.cat(states, dim=-1)  # (B, To, D)
+        if self.config.state_keys:
+            state = torch.cat(
+                [obs[k].reshape(B, To, -1) for k in self.config.state_keys], dim=-1
+            )  # (B, To, D)
             if self.config.state_dims is not None:
                 state = state[..., list(self.config.state_dims)]
-            states = [state]
-        if self.config.state_differences:
-            states.append(obs[DIFFERENCES_KEY].reshape(B, To, -1))
-        for state in states:
+            if self.config.state_differences:
+                state = torch.cat([state, obs[DIFFERENCES_KEY].reshape(B, To, -1)], dim=-1)
             if self.training and self.config.state_noise > 0:
                 state = state + self.config.state_noise * torch.randn_like(state)
             feats.append(state)

@@ -68,7 +68,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         shapes["action"] = (config.action_dim,)
         if config.state_differences:
             modes[DIFFERENCES_KEY] = config.state_norm
-            shapes[DIFFERENCES_KEY] = (sum(n for _, _, n in config.state_differences),)
+            shapes[DIFFERENCES_KEY] = (config.differences_dim,)
             if stats is not None:
                 stats = {
                     **stats,
@@ -125,6 +125,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     def prepare_obs(self, obs: dict[str, Any]) -> dict[str, Tensor]:
         """Raw observations (B, To, ...) -> normalised float tensors; images become (B, To, C, H, W)."""
         out: dict[str, Tensor] = {}
+        raw_state: list[Tensor] = []
         for key in self.config.input_keys:
             if key not in obs:
                 raise KeyError(
@@ -138,16 +139,11 @@ class Policy(nn.Module, ModelHubMixin, ABC):
                 )
             if key in self.config.image_keys:
                 x = to_float_chw(x)
+            if key in self.config.state_keys:
+                raw_state.append(x.float().flatten(2))  # (B, To, Dk), before normalisation
             out[key] = self.normalizer.normalize_key(key, x.float())
         if self.config.state_differences:
-            B, To = out[self.config.input_keys[0]].shape[:2]
-            raw = torch.cat(
-                [
-                    torch.as_tensor(obs[k], device=self.device).float().reshape(B, To, -1)
-                    for k in self.config.state_keys
-                ],
-                dim=-1,
-            )  # (B, To, D), unnormalised: differences are taken in the state's own units
+            raw = torch.cat(raw_state, dim=-1)  # differences are taken in the state's own units
             diffs = state_differences(raw, self.config.state_differences)
             out[DIFFERENCES_KEY] = self.normalizer.normalize_key(DIFFERENCES_KEY, diffs)
         return out

@@ -22,13 +22,9 @@ Choices:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +40,7 @@ from visuomotor.eval.rollout import (
     make_worker_env,
     worker_init,
 )
-from visuomotor.eval.workers import WorkerPool
+from visuomotor.eval.workers import SigintFlag, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -178,22 +174,6 @@ class CollectReport:
     @property
     def episodes_per_minute(self) -> float:
         return 60.0 * self.saved / self.wall_s if self.wall_s > 0 else float("nan")
-
-
-@contextlib.contextmanager
-def _defer_sigint() -> Iterator[None]:
-    """Hold a Ctrl-C that arrives while an episode is being committed until the commit is done."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[Any] = []
-    previous = signal.signal(signal.SIGINT, lambda *a: pending.append(a))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if pending:
-            raise KeyboardInterrupt
 
 
 def _check_append_compatible(store: Any, env: str, tasks: list[str], cfg: EnvConfig) -> None:
@@ -349,12 +329,15 @@ def collect(
     t0 = time.perf_counter()
     interrupted = False
     try:
-        with WorkerPool(
-            run_collect_episode,
-            min(workers, total),
-            initializer=worker_init,
-            preload=(env_cfg.sim_module,),
-        ) as pool:
+        with (
+            SigintFlag() as sigint,
+            WorkerPool(
+                run_collect_episode,
+                min(workers, total),
+                initializer=worker_init,
+                preload=(env_cfg.sim_module,),
+            ) as pool,
+        ):
             # Two jobs per worker keep every core busy while the writer commits.
             for _ in range(2 * pool.num_workers):
                 job = next_job()
@@ -362,19 +345,20 @@ def collect(
                     break
                 pool.submit(job.seed, job)
             while pool.pending:
-                _, ep = pool.next_result()
+                _, ep = pool.next_result(stop=sigint.is_set)
                 st = states[ep.env_id]
                 st.in_flight -= 1
                 st.attempts += 1
                 st.successes += ep.success
-                # Commit and count as one step, so a Ctrl-C never leaves the report behind the store.
-                with _defer_sigint():
-                    if ep.success or keep_failed:
-                        write(ep)
-                        st.kept += 1
-                        saved += 1
-                        frames += ep.length
-                    record_seed(ep)
+                # Commit and count as one step: Ctrl-C only takes effect at the checks (SigintFlag), so
+                # the report never lags the store.
+                if ep.success or keep_failed:
+                    write(ep)
+                    st.kept += 1
+                    saved += 1
+                    frames += ep.length
+                record_seed(ep)
+                sigint.check()
                 if bar is not None and (ep.success or keep_failed):
                     bar.update(1)
                 if (

@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import queue
 import signal
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -92,6 +93,45 @@ def _pack_exception(exc: BaseException) -> tuple[BaseException, str]:
     return exc, tb
 
 
+class SigintFlag:
+    """Ctrl-C as a flag that the main loop checks at safe points, instead of a KeyboardInterrupt raised
+    wherever the main thread happens to be.
+
+    An asynchronous KeyboardInterrupt can land between a lock's acquire and the `try` that releases it
+    (a multiprocessing queue's read lock, tqdm's or logging's lock, zarr's event-loop handshake); the
+    cleanup that follows then waits on that lock forever while the workers keep running. Seen as an
+    intermittent hang of `collect` after Ctrl-C. A second Ctrl-C interrupts at once: the user insists,
+    and the store is crash-safe anyway (an episode is committed by its `episode_ends` entry).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> SigintFlag:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def is_set(self) -> bool:
+        return self.requested
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed (call where no lock is held)."""
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class WorkerPool:
     """`num_workers` processes running `fn(payload)` on submitted tasks; results come back as they finish.
 
@@ -143,11 +183,17 @@ class WorkerPool:
         self._tasks.put((task_id, payload))
         self.pending += 1
 
-    def next_result(self) -> tuple[Any, Any]:
-        """Block until any submitted task finishes; return `(task_id, result)` or re-raise its exception."""
+    def next_result(self, stop: Callable[[], bool] | None = None) -> tuple[Any, Any]:
+        """Block until any submitted task finishes; return `(task_id, result)` or re-raise its exception.
+
+        `stop` is polled between waits: when it says so, raise KeyboardInterrupt here, where no queue
+        lock is held (see `SigintFlag`).
+        """
         if self.pending <= 0:
             raise RuntimeError("next_result() called with no task pending")
         while True:
+            if stop is not None and stop():
+                raise KeyboardInterrupt
             try:
                 task_id, ok, value = self._results.get(timeout=_POLL_S)
             except queue.Empty:

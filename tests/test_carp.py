@@ -130,10 +130,12 @@ def test_kv_cache_inference_gives_the_tokens_of_full_sequence_inference(top_k):
         for block in net.blocks:
             block.ada[1].weight.normal_(0, 0.2)
     cond = torch.randn(6, 7, dtype=torch.float64)
-    cached = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=True)
-    full = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=False)
+    cached, latent = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=True)
+    full, full_latent = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=False)
     assert [c.shape for c in cached] == [(6, A, p) for p in (1, 2, 3, 4)]
     assert all(torch.equal(c, f) for c, f in zip(cached, full, strict=True))
+    torch.testing.assert_close(latent, full_latent)
+    torch.testing.assert_close(latent, tok.indices_to_latent(cached))  # the latent of the picked codes
     assert all(block.attn.cache is None for block in net.blocks)  # the cache does not outlive a call
     # And the cached pass gives the teacher-forced logits' argmax when fed its own tokens.
     if top_k == 1:
@@ -146,6 +148,38 @@ def test_kv_cache_inference_gives_the_tokens_of_full_sequence_inference(top_k):
         assert torch.equal(net(cond, torch.cat(inputs, 1)).argmax(-1), seq)
 
 
+def test_expected_embed_is_the_probability_weighted_mean_of_the_codes():
+    tok = tokenizer().double()
+    probs = torch.zeros(2, A, 3, tok.V, dtype=torch.float64)
+    probs[..., 5] = 0.25
+    probs[..., 9] = 0.75
+    mean = tok.expected_embed(probs)  # (2, A, D, 3)
+    want = 0.25 * tok.embed(torch.full((2, A, 3), 5)) + 0.75 * tok.embed(torch.full((2, A, 3), 9))
+    torch.testing.assert_close(mean, want)
+    # Each dimension's mean comes from its own codebook.
+    assert not torch.allclose(mean[:, 0], mean[:, 1])
+
+
+def test_expected_codes_equal_the_picked_codes_when_the_model_is_certain_and_differ_when_not():
+    tok = tokenizer().double()
+    net = CoarseToFineTransformer(7, tok, width=32, depth=3, heads=4).double().eval()
+    cond = torch.randn(6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        net.head.weight.normal_(0, 1.0)
+        for block in net.blocks:
+            block.ada[1].weight.normal_(0, 0.2)
+    idx, greedy = net.generate(cond, tok)
+    idx_soft, soft = net.generate(cond, tok, expected_codes=True)
+    assert not torch.allclose(soft, greedy)  # an uncertain head: the mean code is not the picked one
+    assert torch.equal(idx_soft[0], idx[0])  # the first scale sees no codes yet: same picks
+    with torch.no_grad():
+        net.head.weight.mul_(1e4)  # a one-hot softmax: the mean is the picked code itself
+    idx, greedy = net.generate(cond, tok)
+    idx_soft, soft = net.generate(cond, tok, expected_codes=True)
+    assert all(torch.equal(a, b) for a, b in zip(idx, idx_soft, strict=True))
+    torch.testing.assert_close(soft, greedy)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="latent length"):
         CarpConfig(horizon=16, scales=(1, 2, 3))
@@ -153,6 +187,8 @@ def test_config_validation():
         CarpConfig(horizon=16, scales=(2, 1, 4))
     with pytest.raises(ValueError, match="divisible by heads"):
         CarpConfig(width=30, heads=8)
+    with pytest.raises(ValueError, match="expected_codes decodes the mean"):
+        CarpConfig(expected_codes=True, top_k=5)
     cfg = make_config("carp", "cpu", input_shapes={"observation.state": [3]}, action_dim=2)
     with pytest.raises(ValueError, match=f"steps must exceed {cfg.tokenizer_steps}"):
         CarpPolicy(cfg).training_stages(cfg.tokenizer_steps)

@@ -38,6 +38,10 @@ class CarpConfig(PolicyConfig):
     """Largest stochastic-depth rate (CARP: 0.1 * depth / 24)."""
     top_k: int = 1
     """Sampling at inference: 1 = greedy argmax (CARP's default), k > 1 = sample among the top k codes."""
+    expected_codes: bool = False
+    """Decode the probability-weighted mean of each token's code vectors instead of the picked code.
+    Our deviation from CARP (greedy codes): a classifier over codes cannot interpolate between the few
+    demonstrations' chunks, the mean of the codes it hesitates between can. Inference only."""
     tokenizer_steps: int = 1500
     """Gradient steps of stage 1 (the tokenizer); the rest of the run's steps train stage 2."""
     tokenizer_batch_size: int = 256
@@ -65,6 +69,11 @@ class CarpConfig(PolicyConfig):
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if self.top_k < 1 or self.top_k > self.codebook_size:
             raise ValueError(f"top_k must be in [1, codebook_size={self.codebook_size}], got {self.top_k}")
+        if self.expected_codes and self.top_k > 1:
+            raise ValueError(
+                f"expected_codes decodes the mean over all codes, so top_k={self.top_k} sampling would be "
+                "ignored; set top_k=1 or expected_codes=false"
+            )
         if self.tokenizer_steps < 0:
             raise ValueError(f"tokenizer_steps must be >= 0, got {self.tokenizer_steps}")
 

@@ -151,15 +151,22 @@ class CarpPolicy(Policy):
     @torch.no_grad()
     def predict_tokens(
         self, obs: dict[str, Any], generator: torch.Generator | None = None, use_cache: bool = True
-    ) -> list[Tensor]:
-        """Per-scale code indices [(B, A, p_k)] for observations (key -> (B, To, ...))."""
+    ) -> tuple[list[Tensor], Tensor]:
+        """Per-scale code indices [(B, A, p_k)] for observations (key -> (B, To, ...)), and the latent
+        (B, A, D, n) the actions decode from."""
         return self.transformer.generate(
-            self.condition(obs), self.tokenizer, self.config.top_k, generator, use_cache=use_cache
+            self.condition(obs),
+            self.tokenizer,
+            self.config.top_k,
+            generator,
+            use_cache=use_cache,
+            expected_codes=self.config.expected_codes,
         )
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
-        actions = self.tokenizer.decode_indices(self.predict_tokens(obs, generator))  # (B, H, A) normalised
+        _, latent = self.predict_tokens(obs, generator)
+        actions = self.tokenizer.decode_latent(latent)  # (B, H, A) normalised
         return self.normalizer.unnormalize("action", actions)
 
 

@@ -178,10 +178,17 @@ class MultiScaleActionTokenizer(nn.Module):
         dims = torch.arange(self.A, device=idx.device).view(1, -1, 1)
         return self.codebook[dims, idx].permute(0, 1, 3, 2)
 
+    def expected_embed(self, probs: Tensor) -> Tensor:
+        """Code probabilities (B, A, p, V) -> probability-weighted mean code vectors (B, A, D, p)."""
+        return torch.einsum("bapv,avd->badp", probs, self.codebook)
+
     def scale_contribution(self, k: int, idx: Tensor) -> Tensor:
         """What the codes of scale k add to the latent: upsample to length n, then refine with Phi_k."""
-        B = idx.shape[0]
-        h = self.embed(idx)  # (B, A, D, p_k)
+        return self.refine(k, self.embed(idx))
+
+    def refine(self, k: int, h: Tensor) -> Tensor:
+        """Code vectors of scale k (B, A, D, p_k) -> their contribution to the latent (B, A, D, n)."""
+        B = h.shape[0]
         if self.scales[k] != self.latent_len:  # bicubic, as VAR; a (n x 1) image since torch has no 1-D cubic
             h = F.interpolate(
                 h.reshape(B * self.A, self.D, -1, 1), size=(self.latent_len, 1), mode="bicubic"

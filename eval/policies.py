@@ -17,7 +17,7 @@ env, because a policy may need the env (the scripted expert does) and weights sh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -112,13 +112,15 @@ class PolicySpec:
     """A directory written by `Policy.save_pretrained` (config.json + model.safetensors)."""
     n_action_steps: int | None = None
     """Execute this many actions of each predicted chunk instead of the checkpoint's Ta (checkpoints only)."""
+    overrides: tuple[tuple[str, str], ...] = ()
+    """(field, value) pairs for the checkpoint's inference-time config fields (`INFERENCE_FIELDS`)."""
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.checkpoint is None):
             raise ValueError("give exactly one of a reference policy name or a checkpoint directory")
-        if self.n_action_steps is not None and self.checkpoint is None:
+        if (self.n_action_steps is not None or self.overrides) and self.checkpoint is None:
             raise ValueError(
-                "n_action_steps applies to a trained policy's checkpoint, not a reference policy"
+                "n_action_steps and overrides apply to a trained policy's checkpoint, not a reference policy"
             )
         if self.name is not None and self.name not in REFERENCE_POLICIES:
             raise ValueError(
@@ -126,40 +128,46 @@ class PolicySpec:
             )
 
     @property
+    def config_overrides(self) -> dict[str, str]:
+        """Every inference-time change to the checkpoint's config, `n_action_steps` included."""
+        steps = {} if self.n_action_steps is None else {"n_action_steps": str(self.n_action_steps)}
+        return dict(self.overrides) | steps
+
+    @property
     def label(self) -> str:
         if self.name is not None:
             return self.name
-        if self.n_action_steps is not None:
-            return f"{self.checkpoint} (n_action_steps={self.n_action_steps})"
+        changes = self.config_overrides
+        if changes:
+            return f"{self.checkpoint} ({', '.join(f'{k}={v}' for k, v in changes.items())})"
         return str(self.checkpoint)
 
 
-def with_action_steps(config: Any, n_action_steps: int, where: str) -> Any:
-    """`config` executing `n_action_steps` per chunk; the config's own validation says what is allowed."""
-    try:
-        return replace(config, n_action_steps=n_action_steps)
-    except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
-
-
-def validate_checkpoint(path: str, n_action_steps: int | None = None) -> dict[str, Any]:
+def validate_checkpoint(
+    path: str, n_action_steps: int | None = None, overrides: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Fail early, in the parent process, on a missing checkpoint or a directory that is not one, or an
-    `n_action_steps` the checkpoint's policy cannot execute.
+    `n_action_steps` or config override the checkpoint's policy cannot run with.
 
     Returns what the env must provide, read from the checkpoint's config when it says so:
     `{"cameras": [...] | None, "image_size": int | None}`.
     """
     from visuomotor.policies import get_policy_entry, resolve_checkpoint
+    from visuomotor.policies.common.config import with_inference_overrides
     from visuomotor.policies.common.policy import checkpoint_config, read_checkpoint_meta
 
     if not Path(path).exists():
         raise FileNotFoundError(f"checkpoint directory not found: {path}")
     directory = resolve_checkpoint(Path(path))
     meta = read_checkpoint_meta(directory)  # FileNotFoundError if not a checkpoint
-    if n_action_steps is not None:
+    if n_action_steps is not None or overrides:
         config_cls = get_policy_entry(meta["policy"]).load()[1]
         config = checkpoint_config(config_cls, directory, meta)
-        with_action_steps(config, n_action_steps, f"--n-action-steps for {path}")
+        if overrides:
+            config = with_inference_overrides(config, overrides, f"-o for {path}")
+        if n_action_steps is not None:
+            steps = {"n_action_steps": str(n_action_steps)}
+            with_inference_overrides(config, steps, f"--n-action-steps for {path}")
     info: dict[str, Any] = {"cameras": None, "image_size": None}
     shapes = meta.get("config", {}).get("input_shapes", {}) or {}
     prefix = "observation.images."
@@ -176,11 +184,7 @@ def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
         return REFERENCE_POLICIES[spec.name](env, sim)
     from visuomotor.policies import load_policy
 
-    policy = load_policy(str(spec.checkpoint), device="cpu")  # workers run on CPU
-    if spec.n_action_steps is not None:
-        # In place: the policy's modules hold this same config object.
-        with_action_steps(policy.config, spec.n_action_steps, str(spec.checkpoint))
-        policy.config.n_action_steps = spec.n_action_steps
+    policy = load_policy(str(spec.checkpoint), device="cpu", overrides=spec.config_overrides)  # CPU workers
     if hasattr(policy, "eval"):
         policy.eval()
     return policy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,14 +41,15 @@ def make_config(name: str, preset: str = "cpu", **fields: Any):
     return config_cls(**{**presets[preset], **fields})
 
 
-def load_policy(path: str | Path, device: str | None = None):
-    """Load any registered policy from a checkpoint directory (or a run directory: its best, else last)."""
+def load_policy(path: str | Path, device: str | None = None, overrides: Mapping[str, str] | None = None):
+    """Load any registered policy from a checkpoint directory (or a run directory: its best, else last),
+    optionally with inference-time fields changed (`PolicyConfig.INFERENCE_FIELDS`)."""
     from visuomotor.policies.common.policy import read_checkpoint_meta
 
     path = resolve_checkpoint(Path(path))
     meta = read_checkpoint_meta(path)
     policy_cls, _, _ = get_policy_entry(meta["policy"]).load()
-    return policy_cls.from_pretrained(path, device=device)
+    return policy_cls.from_pretrained(path, device=device, overrides=overrides)
 
 
 def resolve_checkpoint(path: Path) -> Path:

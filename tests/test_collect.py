@@ -153,6 +153,8 @@ def test_cli_unknown_env_id(tmp_path):
     assert r.returncode == 2 and "error: unknown env id" in r.stderr
     r = _cli("eval", "--policy", "scripted", "--env", "metaworld/reach-v3", "--n-action-steps", "4")
     assert r.returncode == 2 and "--n-action-steps applies to --checkpoint" in r.stderr
+    r = _cli("eval", "--policy", "scripted", "--env", "metaworld/reach-v3", "-o", "top_k=2")
+    assert r.returncode == 2 and "-o/--policy-override applies to --checkpoint" in r.stderr
 
 
 @pytest.mark.slow

@@ -153,6 +153,40 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
         PolicySpec(name="scripted", n_action_steps=3)
 
 
+INFERENCE_CHANGES = {
+    "diffusion": {"sampler": "ddpm", "num_inference_steps": "20"},
+    "carp": {"expected_codes": "true"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_checkpoint_runs_with_inference_fields_changed_and_refuses_other_fields(tmp_path, store, name):
+    from visuomotor.eval.policies import PolicySpec, build_policy, validate_checkpoint
+
+    build(name, "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
+    changes = INFERENCE_CHANGES[name]
+    spec = PolicySpec(checkpoint=str(tmp_path / "c"), overrides=tuple(changes.items()))
+    validate_checkpoint(spec.checkpoint, None, changes)
+    changed, plain = build_policy(spec, env=None, sim=None), load_policy(tmp_path / "c")
+    for field, value in changes.items():
+        assert str(getattr(changed.config, field)).lower() == value
+    assert all(f in changed.config.INFERENCE_FIELDS for f in changes)
+    obs = {"observation.state": torch.rand(1, 2, 4), "task": ["reach"]}
+    a = changed.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    b = plain.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert a.shape == b.shape and not torch.allclose(a, b)  # the change reaches inference
+    for field, value in changes.items():
+        assert field in spec.label and value in spec.label
+    with pytest.raises(ValueError, match=r"horizon cannot change after training .* can run with other"):
+        validate_checkpoint(spec.checkpoint, None, {"horizon": "8"})
+    with pytest.raises(ValueError, match="horizon cannot change after training"):
+        load_policy(tmp_path / "c", overrides={"horizon": "8"})
+    with pytest.raises(ValueError, match=r"-o for .*c: .*n_action_steps must be in"):
+        validate_checkpoint(spec.checkpoint, None, {"n_action_steps": "99"})
+    with pytest.raises(ValueError, match="reference policy"):
+        PolicySpec(name="scripted", overrides=(("top_k", "2"),))
+
+
 def test_normaliser_travels_in_the_checkpoint(tmp_path, store):
     policy = build("diffusion", "cpu", store, cameras=True)
     policy.save_pretrained(tmp_path / "c")

@@ -61,17 +61,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="actions executed from each predicted chunk before predicting again "
         "(default: the checkpoint's; at most horizon - n_obs_steps + 1)",
     )
+    parser.add_argument(
+        "-o",
+        "--policy-override",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="run the checkpoint with an inference-time config field changed, e.g. -o expected_codes=true "
+        "(CARP), -o num_inference_steps=100 (Diffusion Policy); repeatable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from visuomotor.configs import parse_overrides
     from visuomotor.eval.policies import PolicySpec, validate_checkpoint
     from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
 
     cameras = tuple(args.camera) if args.camera else None
     image_size = args.image_size
+    overrides = parse_overrides(args.policy_override)
     if args.checkpoint is not None:
-        wants = validate_checkpoint(args.checkpoint, args.n_action_steps)
-        spec = PolicySpec(checkpoint=args.checkpoint, n_action_steps=args.n_action_steps)
+        wants = validate_checkpoint(args.checkpoint, args.n_action_steps, overrides)
+        spec = PolicySpec(
+            checkpoint=args.checkpoint,
+            n_action_steps=args.n_action_steps,
+            overrides=tuple(overrides.items()),
+        )
         needs_images = bool(wants["cameras"])  # a state-only policy needs no rendering
         # Render what the policy was trained on, unless told otherwise.
         if cameras is None and wants["cameras"]:
@@ -81,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.n_action_steps is not None:
             raise ValueError("--n-action-steps applies to --checkpoint, not to a reference policy")
+        if overrides:
+            raise ValueError("-o/--policy-override applies to --checkpoint, not to a reference policy")
         spec = PolicySpec(name=args.policy)
         needs_images = False
     if args.videos_per_task < 0:

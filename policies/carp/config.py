@@ -4,6 +4,7 @@ see ../shared/papers/carp.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from visuomotor.policies.common.config import PolicyConfig
 
@@ -11,6 +12,8 @@ from visuomotor.policies.common.config import PolicyConfig
 @dataclass
 class CarpConfig(PolicyConfig):
     """CARP: multi-scale action tokenizer (stage 1) + coarse-to-fine autoregressive transformer (stage 2)."""
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "top_k", "expected_codes")
 
     scales: tuple[int, ...] = (1, 2, 3, 4)
     """Token lengths of the scales, coarse to fine; the last equals horizon / 2^len(vae_widths)."""

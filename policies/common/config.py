@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
@@ -12,6 +14,9 @@ from visuomotor.datasets.store import is_image_key
 @dataclass
 class PolicyConfig:
     """Base config. Input shapes, action size and the task vocabulary come from the training store."""
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps",)
+    """Fields a trained checkpoint may run with changed (`eval -o`): they change acting, not weights."""
 
     n_obs_steps: int = 2
     """To: observation history the policy conditions on."""
@@ -135,3 +140,22 @@ class PolicyConfig:
                 f"state_differences {out_of_range} reach past the {self.state_dim}-d state "
                 f"of {list(self.state_keys)}"
             )
+
+
+def with_inference_overrides(config: Any, overrides: Mapping[str, str], where: str) -> Any:
+    """A copy of a trained policy's `config` with `field=value` strings applied to its inference-time
+    fields (`INFERENCE_FIELDS`); other fields would not match the weights, so they are refused. Errors
+    start with `where`."""
+    from visuomotor.configs import apply_overrides
+
+    allowed = type(config).INFERENCE_FIELDS
+    refused = sorted(set(overrides) - set(allowed))
+    if refused:
+        raise ValueError(
+            f"{where}: {', '.join(refused)} cannot change after training (the weights depend on it); "
+            f"a {type(config).__name__} checkpoint can run with other {', '.join(allowed)}"
+        )
+    try:
+        return apply_overrides(config, dict(overrides))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from visuomotor.configs import from_dict, to_dict
 from visuomotor.datasets.images import to_float_chw
 from visuomotor.datasets.normalize import Normalizer
-from visuomotor.policies.common.config import PolicyConfig
+from visuomotor.policies.common.config import PolicyConfig, with_inference_overrides
 from visuomotor.policies.common.differences import DIFFERENCES_KEY, difference_stats, state_differences
 
 CHECKPOINT_FORMAT = 1
@@ -208,13 +209,18 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | None = None) -> Policy:  # type: ignore[override]
-        """Load a checkpoint directory written by `save_pretrained` of this policy class."""
+    def from_pretrained(  # type: ignore[override]
+        cls, directory: str | Path, device: str | None = None, overrides: Mapping[str, str] | None = None
+    ) -> Policy:
+        """Load a checkpoint directory written by `save_pretrained` of this policy class, optionally with
+        some inference-time fields changed (`PolicyConfig.INFERENCE_FIELDS`, e.g. n_action_steps)."""
         directory = Path(directory)
         meta = read_checkpoint_meta(directory)
         if meta["policy"] != cls.name:
             raise ValueError(f"{directory} holds a '{meta['policy']}' policy, not '{cls.name}'")
         config = checkpoint_config(cls.config_class, directory, meta)
+        if overrides:
+            config = with_inference_overrides(config, overrides, str(directory))
         if device:
             config.device = device
         policy = cls(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from visuomotor.policies.common.config import PolicyConfig
 
@@ -10,6 +11,8 @@ from visuomotor.policies.common.config import PolicyConfig
 @dataclass
 class DiffusionConfig(PolicyConfig):
     """Diffusion Policy with the 1-D temporal conv U-Net."""
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "sampler", "num_inference_steps")
 
     down_dims: tuple[int, ...] = (256, 512, 1024)
     """U-Net channel widths per level (DP paper: 512, 1024, 2048)."""

@@ -45,6 +45,10 @@ class CarpConfig(PolicyConfig):
     """Decode the probability-weighted mean of each token's code vectors instead of the picked code.
     Our deviation from CARP (greedy codes): a classifier over codes cannot interpolate between the few
     demonstrations' chunks, the mean of the codes it hesitates between can. Inference only."""
+    code_regression: float = 0.0
+    """Weight of an extra stage-2 loss (ours, not CARP's): the probability-weighted mean code of each
+    token regresses onto the residual its scale quantised (relative mean squared error). Pairs with
+    `expected_codes`; 0 = CARP's cross-entropy alone."""
     tokenizer_steps: int = 1500
     """Gradient steps of stage 1 (the tokenizer); the rest of the run's steps train stage 2."""
     tokenizer_batch_size: int = 256
@@ -77,6 +81,8 @@ class CarpConfig(PolicyConfig):
                 f"expected_codes decodes the mean over all codes, so top_k={self.top_k} sampling would be "
                 "ignored; set top_k=1 or expected_codes=false"
             )
+        if self.code_regression < 0:
+            raise ValueError(f"code_regression must be >= 0, got {self.code_regression}")
         if self.tokenizer_steps < 0:
             raise ValueError(f"tokenizer_steps must be >= 0, got {self.tokenizer_steps}")
 

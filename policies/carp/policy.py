@@ -141,10 +141,21 @@ class CarpPolicy(Policy):
             recon_loss = F.mse_loss(recon, actions)
             loss = recon_loss + vq_loss
             return loss, {"loss": loss.item(), "recon_mse": recon_loss.item(), "vq_loss": vq_loss.item()}
-        targets, inputs = self.tokenizer.teacher_forcing(actions)  # frozen: computed without gradients
+        # Frozen tokenizer: targets, inputs and residuals are computed without gradients.
+        targets, inputs, residuals = self.tokenizer.teacher_forcing(actions)
         logits = self.transformer(self.condition(batch), inputs)  # (B, L, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        logs = {"loss": loss.item(), "token_acc": (logits.argmax(-1) == targets).float().mean().item()}
+        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        logs = {"ce": ce.item(), "token_acc": (logits.argmax(-1) == targets).float().mean().item()}
+        loss = ce
+        if self.config.code_regression > 0:
+            # Our addition (not in CARP): the probability-weighted mean code of every token regresses
+            # onto the residual its scale quantised, so `expected_codes` decoding can land between codes.
+            # Divided by the residuals' mean square to be scale-free (the codebook's scale is learned).
+            mean_codes = self.tokenizer.expected_token_codes(logits.softmax(-1))  # (B, L, D)
+            reg = F.mse_loss(mean_codes, residuals) / residuals.pow(2).mean().clamp_min(1e-8)
+            loss = ce + self.config.code_regression * reg
+            logs["code_regression"] = reg.item()
+        logs["loss"] = loss.item()
         return loss, logs
 
     # ------------------------------------------------------------------ acting

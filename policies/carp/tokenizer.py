@@ -206,20 +206,23 @@ class MultiScaleActionTokenizer(nn.Module):
         )
 
     # ------------------------------------------------------------------ quantisation
-    def _residual_quantize(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
-        """Indices of every scale and the cumulative quantised latent after each scale, for latents f."""
+    def _residual_quantize(self, f: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """For latents f: the indices of every scale, the cumulative quantised latent after each scale,
+        and the residual each scale quantised (B, A, D, p_k): what its codes stand in for."""
         f_hat = torch.zeros_like(f)
         rest = f.detach().clone()
         indices: list[Tensor] = []
         cumulative: list[Tensor] = []
+        rests: list[Tensor] = []
         for k, p in enumerate(self.scales):
-            idx = self.lookup(self.downsample(rest, p))
+            rests.append(self.downsample(rest, p))
+            idx = self.lookup(rests[-1])
             h = self.scale_contribution(k, idx)
             f_hat = f_hat + h
             rest = rest - h.detach()
             indices.append(idx)
             cumulative.append(f_hat)
-        return indices, cumulative
+        return indices, cumulative, rests
 
     def quantize(self, f: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """Multi-scale residual quantisation of latents f (B, A, D, n).
@@ -228,7 +231,7 @@ class MultiScaleActionTokenizer(nn.Module):
         every scale, the final residual f - f_hat, and the VQ loss (codebook + 0.25 x commitment, averaged
         over scales on the cumulative f_hat, as CARP).
         """
-        indices, cumulative = self._residual_quantize(f)
+        indices, cumulative, _ = self._residual_quantize(f)
         vq_loss = f.new_zeros(())
         for f_hat in cumulative:
             vq_loss = (
@@ -270,13 +273,25 @@ class MultiScaleActionTokenizer(nn.Module):
     def scale_inputs(self, f_hat: Tensor, k: int) -> Tensor:
         """Stage-2 input for scale k >= 1: the cumulative f_hat of the coarser scales, area-downsampled
         to p_k, as tokens (B, p_k * A, D) in sequence order."""
-        x = self.downsample(f_hat, self.scales[k])  # (B, A, D, p_k)
-        return x.permute(0, 3, 1, 2).flatten(1, 2)
+        return _as_tokens(self.downsample(f_hat, self.scales[k]))
+
+    def expected_token_codes(self, probs: Tensor) -> Tensor:
+        """Code probabilities per token (B, L, V) -> mean code vectors (B, L, D), token i from the
+        codebook of dimension i % A (the sequence is position-major, dimension-minor). Stage 2 uses it,
+        so the codebook is frozen here: gradients reach the probabilities only."""
+        dims = torch.arange(probs.shape[1], device=probs.device) % self.A
+        return torch.einsum("blv,lvd->bld", probs, self.codebook.detach()[dims])
 
     @torch.no_grad()
-    def teacher_forcing(self, actions: Tensor) -> tuple[Tensor, Tensor]:
-        """Targets and inputs of stage 2 for ground-truth chunks: tokens (B, L) and the code-space
-        inputs of scales 2..K (B, L - p_1 * A, D)."""
-        indices, cumulative = self._residual_quantize(self.encode(actions))
+    def teacher_forcing(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Targets and inputs of stage 2 for ground-truth chunks: tokens (B, L), the code-space inputs of
+        scales 2..K (B, L - p_1 * A, D), and the residual every token's code stands in for (B, L, D)."""
+        indices, cumulative, rests = self._residual_quantize(self.encode(actions))
         inputs = [self.scale_inputs(cumulative[k - 1], k) for k in range(1, len(self.scales))]
-        return self.to_sequence(indices), torch.cat(inputs, dim=1)
+        residuals = torch.cat([_as_tokens(r) for r in rests], dim=1)
+        return self.to_sequence(indices), torch.cat(inputs, dim=1), residuals
+
+
+def _as_tokens(x: Tensor) -> Tensor:
+    """Per-dimension latents (B, A, D, p) -> tokens (B, p * A, D), position-major and dimension-minor."""
+    return x.permute(0, 3, 1, 2).flatten(1, 2)

@@ -130,12 +130,10 @@ def test_kv_cache_inference_gives_the_tokens_of_full_sequence_inference(top_k):
         for block in net.blocks:
             block.ada[1].weight.normal_(0, 0.2)
     cond = torch.randn(6, 7, dtype=torch.float64)
-    cached, latent = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=True)
-    full, full_latent = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=False)
+    cached = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=True)
+    full = net.generate(cond, tok, top_k, torch.Generator().manual_seed(0), use_cache=False)
     assert [c.shape for c in cached] == [(6, A, p) for p in (1, 2, 3, 4)]
     assert all(torch.equal(c, f) for c, f in zip(cached, full, strict=True))
-    torch.testing.assert_close(latent, full_latent)
-    torch.testing.assert_close(latent, tok.indices_to_latent(cached))  # the latent of the picked codes
     assert all(block.attn.cache is None for block in net.blocks)  # the cache does not outlive a call
     # And the cached pass gives the teacher-forced logits' argmax when fed its own tokens.
     if top_k == 1:
@@ -148,92 +146,6 @@ def test_kv_cache_inference_gives_the_tokens_of_full_sequence_inference(top_k):
         assert torch.equal(net(cond, torch.cat(inputs, 1)).argmax(-1), seq)
 
 
-def test_expected_embed_is_the_probability_weighted_mean_of_the_codes():
-    tok = tokenizer().double()
-    probs = torch.zeros(2, A, 3, tok.V, dtype=torch.float64)
-    probs[..., 5] = 0.25
-    probs[..., 9] = 0.75
-    mean = tok.expected_embed(probs)  # (2, A, D, 3)
-    want = 0.25 * tok.embed(torch.full((2, A, 3), 5)) + 0.75 * tok.embed(torch.full((2, A, 3), 9))
-    torch.testing.assert_close(mean, want)
-    # Each dimension's mean comes from its own codebook.
-    assert not torch.allclose(mean[:, 0], mean[:, 1])
-
-
-def test_expected_codes_equal_the_picked_codes_when_the_model_is_certain_and_differ_when_not():
-    tok = tokenizer().double()
-    net = CoarseToFineTransformer(7, tok, width=32, depth=3, heads=4).double().eval()
-    cond = torch.randn(6, 7, dtype=torch.float64)
-    with torch.no_grad():
-        net.head.weight.normal_(0, 1.0)
-        for block in net.blocks:
-            block.ada[1].weight.normal_(0, 0.2)
-    idx, greedy = net.generate(cond, tok)
-    idx_soft, soft = net.generate(cond, tok, expected_codes=True)
-    assert not torch.allclose(soft, greedy)  # an uncertain head: the mean code is not the picked one
-    assert torch.equal(idx_soft[0], idx[0])  # the first scale sees no codes yet: same picks
-    with torch.no_grad():
-        net.head.weight.mul_(1e4)  # a one-hot softmax: the mean is the picked code itself
-    idx, greedy = net.generate(cond, tok)
-    idx_soft, soft = net.generate(cond, tok, expected_codes=True)
-    assert all(torch.equal(a, b) for a, b in zip(idx, idx_soft, strict=True))
-    torch.testing.assert_close(soft, greedy)
-
-
-def test_teacher_forcing_residuals_are_what_each_target_code_was_looked_up_for():
-    tok = tokenizer()
-    targets, _, residuals = tok.teacher_forcing(chunks())
-    assert residuals.shape == (5, tok.seq_len, tok.D)
-    # The first scale quantises the whole latent, area-averaged to one position.
-    first = tok.encode(chunks()).mean(-1)  # (B, A, D)
-    torch.testing.assert_close(residuals[:, :A], first)
-    # Every target is the nearest code (cosine) of its residual, in the codebook of its dimension.
-    dims = torch.arange(tok.seq_len) % A
-    sim = torch.einsum(
-        "bld,lvd->blv",
-        torch.nn.functional.normalize(residuals, dim=-1),
-        torch.nn.functional.normalize(tok.codebook[dims], dim=-1),
-    )
-    assert torch.equal(sim.argmax(-1), targets)
-
-
-def test_expected_token_codes_follow_the_sequence_order():
-    tok = tokenizer()
-    probs = torch.rand(2, A, 3, tok.V, dtype=torch.float64).softmax(-1)  # (B, A, p, V): one scale of 3
-    per_dim = tok.expected_embed(probs)  # (B, A, D, p)
-    in_sequence = probs.permute(0, 2, 1, 3).flatten(1, 2)  # (B, p * A, V), position-major
-    torch.testing.assert_close(
-        tok.expected_token_codes(in_sequence), per_dim.permute(0, 3, 1, 2).flatten(1, 2)
-    )
-
-
-def test_code_regression_adds_a_loss_that_trains_the_mean_code_towards_the_residual():
-    torch.manual_seed(0)
-    cfg = make_config(
-        "carp", "cpu", input_shapes={"observation.state": [3]}, action_dim=A, codebook_size=32,
-        width=32, depth=2, heads=2, code_regression=1.0,
-    )  # fmt: skip
-    policy = CarpPolicy(cfg)
-    policy.set_stage("transformer")
-    batch = {"observation.state": torch.rand(8, 2, 3), "action": chunks(8).float()}
-    with torch.no_grad():  # codes on the residuals' scale, as a trained tokenizer's are
-        actions = policy.normalizer.normalize_key("action", batch["action"])
-        policy.tokenizer.codebook.normal_(0, 2 * policy.tokenizer.teacher_forcing(actions)[2].std().item())
-    opt = torch.optim.Adam(
-        [p for n, p in policy.named_parameters() if not n.startswith("tokenizer")], lr=3e-3
-    )
-    first = None
-    for _ in range(60):
-        loss, logs = policy.compute_loss(batch)
-        assert loss.item() == pytest.approx(logs["ce"] + logs["code_regression"], rel=1e-5)
-        first = first or logs["code_regression"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert logs["code_regression"] < 0.5 * first
-    assert policy.tokenizer.codebook.grad is None  # the tokenizer stays frozen in stage 2
-
-
 def test_config_validation():
     with pytest.raises(ValueError, match="latent length"):
         CarpConfig(horizon=16, scales=(1, 2, 3))
@@ -241,10 +153,6 @@ def test_config_validation():
         CarpConfig(horizon=16, scales=(2, 1, 4))
     with pytest.raises(ValueError, match="divisible by heads"):
         CarpConfig(width=30, heads=8)
-    with pytest.raises(ValueError, match="expected_codes decodes the mean"):
-        CarpConfig(expected_codes=True, top_k=5)
-    with pytest.raises(ValueError, match="code_regression must be >= 0"):
-        CarpConfig(code_regression=-1.0)
     cfg = make_config("carp", "cpu", input_shapes={"observation.state": [3]}, action_dim=2)
     with pytest.raises(ValueError, match=f"steps must exceed {cfg.tokenizer_steps}"):
         CarpPolicy(cfg).training_stages(cfg.tokenizer_steps)

@@ -155,7 +155,7 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
 
 INFERENCE_CHANGES = {
     "diffusion": {"sampler": "ddpm", "num_inference_steps": "20"},
-    "carp": {"expected_codes": "true"},
+    "carp": {"top_k": "5"},
 }
 
 

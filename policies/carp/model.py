@@ -191,15 +191,11 @@ class CoarseToFineTransformer(nn.Module):
         top_k: int = 1,
         generator: torch.Generator | None = None,
         use_cache: bool = True,
-        expected_codes: bool = False,
-    ) -> tuple[list[Tensor], Tensor]:
-        """Per-scale indices [(B, A, p_k)] and the latent they decode from (B, A, D, n), one forward pass
-        per scale, coarse to fine.
+    ) -> list[Tensor]:
+        """Per-scale indices [(B, A, p_k)], one forward pass per scale, coarse to fine.
 
         With the cache each pass runs only the new scale's tokens against cached keys/values; without it
         each pass reruns the whole prefix under the block-causal mask (same result, used to test the cache).
-        With `expected_codes` every scale adds the probability-weighted mean of its code vectors instead
-        of the picked code's (see CarpConfig.expected_codes); the indices are still the picked ones.
         """
         B = cond_features.shape[0]
         cond = self.cond_embed(cond_features)
@@ -207,7 +203,7 @@ class CoarseToFineTransformer(nn.Module):
         new = self.first_scale(cond)
         prefix: list[Tensor] = []
         indices: list[Tensor] = []
-        f_hat = torch.zeros(())
+        f_hat = None
         self._set_cache(use_cache)
         try:
             for k, (start, end) in enumerate(bounds):
@@ -218,14 +214,10 @@ class CoarseToFineTransformer(nn.Module):
                     logits = self.logits(torch.cat(prefix, 1), cond, self.mask[:end, :end])[:, start:]
                 idx = self._pick(logits, top_k, generator).view(B, self.scales[k], self.A).transpose(1, 2)
                 indices.append(idx)  # (B, A, p_k)
-                if expected_codes:
-                    probs = logits.softmax(-1).view(B, self.scales[k], self.A, -1).transpose(1, 2)
-                    h = tokenizer.refine(k, tokenizer.expected_embed(probs))  # (B, A, D, n)
-                else:
-                    h = tokenizer.scale_contribution(k, idx)  # (B, A, D, n)
-                f_hat = f_hat + h
                 if k + 1 < len(bounds):
+                    h = tokenizer.scale_contribution(k, idx)
+                    f_hat = h if f_hat is None else f_hat + h
                     new = self.embed_inputs(tokenizer.scale_inputs(f_hat, k + 1), end)
         finally:
             self._set_cache(False)
-        return indices, f_hat
+        return indices

@@ -141,43 +141,25 @@ class CarpPolicy(Policy):
             recon_loss = F.mse_loss(recon, actions)
             loss = recon_loss + vq_loss
             return loss, {"loss": loss.item(), "recon_mse": recon_loss.item(), "vq_loss": vq_loss.item()}
-        # Frozen tokenizer: targets, inputs and residuals are computed without gradients.
-        targets, inputs, residuals = self.tokenizer.teacher_forcing(actions)
+        targets, inputs = self.tokenizer.teacher_forcing(actions)  # frozen: computed without gradients
         logits = self.transformer(self.condition(batch), inputs)  # (B, L, V)
-        ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        logs = {"ce": ce.item(), "token_acc": (logits.argmax(-1) == targets).float().mean().item()}
-        loss = ce
-        if self.config.code_regression > 0:
-            # Our addition (not in CARP): the probability-weighted mean code of every token regresses
-            # onto the residual its scale quantised, so `expected_codes` decoding can land between codes.
-            # Divided by the residuals' mean square to be scale-free (the codebook's scale is learned).
-            mean_codes = self.tokenizer.expected_token_codes(logits.softmax(-1))  # (B, L, D)
-            reg = F.mse_loss(mean_codes, residuals) / residuals.pow(2).mean().clamp_min(1e-8)
-            loss = ce + self.config.code_regression * reg
-            logs["code_regression"] = reg.item()
-        logs["loss"] = loss.item()
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        logs = {"loss": loss.item(), "token_acc": (logits.argmax(-1) == targets).float().mean().item()}
         return loss, logs
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def predict_tokens(
         self, obs: dict[str, Any], generator: torch.Generator | None = None, use_cache: bool = True
-    ) -> tuple[list[Tensor], Tensor]:
-        """Per-scale code indices [(B, A, p_k)] for observations (key -> (B, To, ...)), and the latent
-        (B, A, D, n) the actions decode from."""
+    ) -> list[Tensor]:
+        """Per-scale code indices [(B, A, p_k)] for observations (key -> (B, To, ...))."""
         return self.transformer.generate(
-            self.condition(obs),
-            self.tokenizer,
-            self.config.top_k,
-            generator,
-            use_cache=use_cache,
-            expected_codes=self.config.expected_codes,
+            self.condition(obs), self.tokenizer, self.config.top_k, generator, use_cache=use_cache
         )
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
-        _, latent = self.predict_tokens(obs, generator)
-        actions = self.tokenizer.decode_latent(latent)  # (B, H, A) normalised
+        actions = self.tokenizer.decode_indices(self.predict_tokens(obs, generator))  # (B, H, A) normalised
         return self.normalizer.unnormalize("action", actions)
 
 

@@ -178,17 +178,10 @@ class MultiScaleActionTokenizer(nn.Module):
         dims = torch.arange(self.A, device=idx.device).view(1, -1, 1)
         return self.codebook[dims, idx].permute(0, 1, 3, 2)
 
-    def expected_embed(self, probs: Tensor) -> Tensor:
-        """Code probabilities (B, A, p, V) -> probability-weighted mean code vectors (B, A, D, p)."""
-        return torch.einsum("bapv,avd->badp", probs, self.codebook)
-
     def scale_contribution(self, k: int, idx: Tensor) -> Tensor:
         """What the codes of scale k add to the latent: upsample to length n, then refine with Phi_k."""
-        return self.refine(k, self.embed(idx))
-
-    def refine(self, k: int, h: Tensor) -> Tensor:
-        """Code vectors of scale k (B, A, D, p_k) -> their contribution to the latent (B, A, D, n)."""
-        B = h.shape[0]
+        B = idx.shape[0]
+        h = self.embed(idx)  # (B, A, D, p_k)
         if self.scales[k] != self.latent_len:  # bicubic, as VAR; a (n x 1) image since torch has no 1-D cubic
             h = F.interpolate(
                 h.reshape(B * self.A, self.D, -1, 1), size=(self.latent_len, 1), mode="bicubic"
@@ -206,23 +199,20 @@ class MultiScaleActionTokenizer(nn.Module):
         )
 
     # ------------------------------------------------------------------ quantisation
-    def _residual_quantize(self, f: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        """For latents f: the indices of every scale, the cumulative quantised latent after each scale,
-        and the residual each scale quantised (B, A, D, p_k): what its codes stand in for."""
+    def _residual_quantize(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """Indices of every scale and the cumulative quantised latent after each scale, for latents f."""
         f_hat = torch.zeros_like(f)
         rest = f.detach().clone()
         indices: list[Tensor] = []
         cumulative: list[Tensor] = []
-        rests: list[Tensor] = []
         for k, p in enumerate(self.scales):
-            rests.append(self.downsample(rest, p))
-            idx = self.lookup(rests[-1])
+            idx = self.lookup(self.downsample(rest, p))
             h = self.scale_contribution(k, idx)
             f_hat = f_hat + h
             rest = rest - h.detach()
             indices.append(idx)
             cumulative.append(f_hat)
-        return indices, cumulative, rests
+        return indices, cumulative
 
     def quantize(self, f: Tensor) -> tuple[Tensor, list[Tensor], Tensor, Tensor]:
         """Multi-scale residual quantisation of latents f (B, A, D, n).
@@ -231,7 +221,7 @@ class MultiScaleActionTokenizer(nn.Module):
         every scale, the final residual f - f_hat, and the VQ loss (codebook + 0.25 x commitment, averaged
         over scales on the cumulative f_hat, as CARP).
         """
-        indices, cumulative, _ = self._residual_quantize(f)
+        indices, cumulative = self._residual_quantize(f)
         vq_loss = f.new_zeros(())
         for f_hat in cumulative:
             vq_loss = (
@@ -273,25 +263,13 @@ class MultiScaleActionTokenizer(nn.Module):
     def scale_inputs(self, f_hat: Tensor, k: int) -> Tensor:
         """Stage-2 input for scale k >= 1: the cumulative f_hat of the coarser scales, area-downsampled
         to p_k, as tokens (B, p_k * A, D) in sequence order."""
-        return _as_tokens(self.downsample(f_hat, self.scales[k]))
-
-    def expected_token_codes(self, probs: Tensor) -> Tensor:
-        """Code probabilities per token (B, L, V) -> mean code vectors (B, L, D), token i from the
-        codebook of dimension i % A (the sequence is position-major, dimension-minor). Stage 2 uses it,
-        so the codebook is frozen here: gradients reach the probabilities only."""
-        dims = torch.arange(probs.shape[1], device=probs.device) % self.A
-        return torch.einsum("blv,lvd->bld", probs, self.codebook.detach()[dims])
+        x = self.downsample(f_hat, self.scales[k])  # (B, A, D, p_k)
+        return x.permute(0, 3, 1, 2).flatten(1, 2)
 
     @torch.no_grad()
-    def teacher_forcing(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Targets and inputs of stage 2 for ground-truth chunks: tokens (B, L), the code-space inputs of
-        scales 2..K (B, L - p_1 * A, D), and the residual every token's code stands in for (B, L, D)."""
-        indices, cumulative, rests = self._residual_quantize(self.encode(actions))
+    def teacher_forcing(self, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Targets and inputs of stage 2 for ground-truth chunks: tokens (B, L) and the code-space
+        inputs of scales 2..K (B, L - p_1 * A, D)."""
+        indices, cumulative = self._residual_quantize(self.encode(actions))
         inputs = [self.scale_inputs(cumulative[k - 1], k) for k in range(1, len(self.scales))]
-        residuals = torch.cat([_as_tokens(r) for r in rests], dim=1)
-        return self.to_sequence(indices), torch.cat(inputs, dim=1), residuals
-
-
-def _as_tokens(x: Tensor) -> Tensor:
-    """Per-dimension latents (B, A, D, p) -> tokens (B, p * A, D), position-major and dimension-minor."""
-    return x.permute(0, 3, 1, 2).flatten(1, 2)
+        return self.to_sequence(indices), torch.cat(inputs, dim=1)

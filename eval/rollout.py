@@ -35,7 +35,7 @@ import numpy as np
 
 from visuomotor.eval.metrics import EpisodeResult, TaskSummary, format_table, summarize
 from visuomotor.eval.policies import PolicySpec, build_policy
-from visuomotor.eval.workers import WorkerPool
+from visuomotor.eval.workers import SigintFlag, WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -308,13 +308,17 @@ def evaluate(
     n_workers = min(workers, len(jobs))
     bar = _progress_bar(len(jobs), f"eval {policy.label}", progress)
     try:
-        with WorkerPool(
-            run_eval_episode, n_workers, initializer=worker_init, preload=(env_cfg.sim_module,)
-        ) as pool:
+        # Ctrl-C is a flag polled between results (SigintFlag), so it never lands inside a lock.
+        with (
+            SigintFlag() as sigint,
+            WorkerPool(
+                run_eval_episode, n_workers, initializer=worker_init, preload=(env_cfg.sim_module,)
+            ) as pool,
+        ):
             for j, job in enumerate(jobs):
                 pool.submit(j, job)
             while pool.pending:
-                _, res = pool.next_result()
+                _, res = pool.next_result(stop=sigint.is_set)
                 results.append(res)
                 if bar is not None:
                     k = sum(r.success for r in results)

@@ -42,8 +42,9 @@ def rollout(env, policy, seed: int) -> tuple[bool, float]:
     return bool(info.get("success")), float(np.linalg.norm(state[:3] - state[-3:]))
 
 
-def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list[tuple[float, float, float]]:
-    """(mean per-sample error, error of the sample mean, spread) of the xyz action at every 4th expert step."""
+def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list[tuple[float, ...]]:
+    """(mean per-sample error, error of the sample mean, spread, then the per-sample error of x, y and z)
+    of the xyz action at every 4th expert step."""
     obs, _ = env.reset(seed=seed)
     expert, prev, out = make_expert(env), obs, []
     for t in range(steps):
@@ -56,9 +57,8 @@ def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list
             }
             window["task"] = [env.task] * samples
             chunk = policy.predict_action_chunk(window)[:, policy.config.n_obs_steps - 1, :3].numpy()
-            out.append(
-                (np.abs(chunk - target).mean(), np.abs(chunk.mean(0) - target).mean(), chunk.std(0).mean())
-            )
+            per_dim = np.abs(chunk - target).mean(0)  # (3,)
+            out.append((per_dim.mean(), np.abs(chunk.mean(0) - target).mean(), chunk.std(0).mean(), *per_dim))
         prev = obs
         obs, _, _, _, info = env.step(np.asarray(expert.act(obs)))
         if info.get("success"):
@@ -88,7 +88,8 @@ def main() -> None:
             missed = sorted(round(d, 3) for ok, d in results if not ok)
             errs = np.array([e for s in list(seeds)[:5] for e in action_errors(env, policy, s, args.samples)])
             print(
-                f"{name} seeds: success {wins}/{args.episodes}; action error per sample {errs[:, 0].mean():.3f}, "
+                f"{name} seeds: success {wins}/{args.episodes}; action error per sample {errs[:, 0].mean():.3f} "
+                f"(x, y, z: {', '.join(f'{e:.3f}' for e in errs[:, 3:].mean(0))}), "
                 f"of the mean of {args.samples} {errs[:, 1].mean():.3f}, spread {errs[:, 2].mean():.3f}; "
                 f"final hand-goal distance (m) of the failures {missed}"
             )

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -254,3 +255,30 @@ def test_cli_collect_ctrl_c_saves_and_reports(tmp_path):
     assert "interrupted" in stderr
     store = _check_intact(out, seen)
     assert f"{store.num_episodes} episodes of this run committed" in stderr
+
+
+@pytest.mark.slow
+def test_cli_eval_ctrl_c_stops_the_workers_and_exits(tmp_path):
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "osmesa")}
+    cmd = [sys.executable, "-m", "visuomotor.cli", "eval", "--policy", "scripted"]
+    proc = subprocess.Popen(
+        [*cmd, "--env", "metaworld/reach-v3", "--episodes", "5000", "--workers", "2"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 240
+    while "success=" not in "".join(seen):  # an episode is done: the result loop is running
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=60) == 130, "".join(seen)
+    finally:
+        proc.kill()
+    reader.join(5)

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="run the checkpoint with an inference-time config field changed, e.g. -o expected_codes=true "
+        help="run the checkpoint with an inference-time config field changed, e.g. -o top_k=5 "
         "(CARP), -o num_inference_steps=100 (Diffusion Policy); repeatable",
     )
 

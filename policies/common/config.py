@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from visuomotor.configs import apply_overrides
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
 
@@ -146,8 +147,6 @@ def with_inference_overrides(config: Any, overrides: Mapping[str, str], where: s
     """A copy of a trained policy's `config` with `field=value` strings applied to its inference-time
     fields (`INFERENCE_FIELDS`); other fields would not match the weights, so they are refused. Errors
     start with `where`."""
-    from visuomotor.configs import apply_overrides
-
     allowed = type(config).INFERENCE_FIELDS
     refused = sorted(set(overrides) - set(allowed))
     if refused:

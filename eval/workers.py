@@ -105,7 +105,7 @@ class SigintFlag:
     """
 
     def __init__(self) -> None:
-        self.requested = False
+        self._requested = False
         self._previous: Any = None
 
     def __enter__(self) -> SigintFlag:
@@ -114,16 +114,16 @@ class SigintFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self._requested = True
 
     def is_set(self) -> bool:
-        return self.requested
+        return self._requested
 
     def check(self) -> None:
         """Raise KeyboardInterrupt if Ctrl-C was pressed (call where no lock is held)."""
-        if self.requested:
+        if self._requested:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:

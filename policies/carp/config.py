@@ -13,7 +13,7 @@ from visuomotor.policies.common.config import PolicyConfig
 class CarpConfig(PolicyConfig):
     """CARP: multi-scale action tokenizer (stage 1) + coarse-to-fine autoregressive transformer (stage 2)."""
 
-    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "top_k")
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (*PolicyConfig.INFERENCE_FIELDS, "top_k")
 
     scales: tuple[int, ...] = (1, 2, 3, 4)
     """Token lengths of the scales, coarse to fine; the last equals horizon / 2^len(vae_widths)."""

@@ -12,7 +12,11 @@ from visuomotor.policies.common.config import PolicyConfig
 class DiffusionConfig(PolicyConfig):
     """Diffusion Policy with the 1-D temporal conv U-Net."""
 
-    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "sampler", "num_inference_steps")
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        *PolicyConfig.INFERENCE_FIELDS,
+        "sampler",
+        "num_inference_steps",
+    )
 
     down_dims: tuple[int, ...] = (256, 512, 1024)
     """U-Net channel widths per level (DP paper: 512, 1024, 2048)."""

@@ -258,11 +258,44 @@ def test_unknown_task_missing_observation_key_and_wrong_shape(store):
         ("horizon", 10, "divisible"),
         ("image_keys", ("front",), "observation.images"),
         ("state_noise", -0.1, "state_noise"),
+        ("mixup", 1.5, "mixup"),
+        ("mixup", -0.1, "mixup"),
     ],
 )
 def test_config_validation(field, value, match):
     with pytest.raises(ValueError, match=match):
         make_config("diffusion", "cpu", **{field: value})
+
+
+def test_mixup_refuses_a_policy_with_cameras():
+    with pytest.raises(ValueError, match=r"mixup mixes low-dim states.*observation.images.front"):
+        make_config("diffusion", "cpu", image_keys=("observation.images.front",), mixup=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_mixup_mixes_nearest_windows_of_other_demonstrations_of_the_same_task(name):
+    config = make_config(name, "cpu", input_shapes={"observation.state": [2]}, action_dim=1, mixup=0.5)
+    policy = REGISTRY[name].load()[0](config).train()
+    # Windows 0 and 1: task 0, episodes 0 and 1. Window 2 is nearest to window 0 but of task 1, window 3
+    # of task 0 but of episode 0 again (window 0's own demonstration).
+    now = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.05, 0.0], [0.01, 0.0]])
+    batch = {
+        "observation.state": now.view(4, 1, 2).repeat(1, config.n_obs_steps, 1),
+        "action": torch.tensor([0.0, 1.0, -7.0, 9.0]).view(4, 1, 1).repeat(1, config.horizon, 1),
+        "episode_index": torch.tensor([0, 1, 2, 0]),
+        "task_index": torch.tensor([0, 0, 1, 0]),
+    }
+    torch.manual_seed(0)
+    mixed = policy.mix_demonstrations(batch)
+    lam = mixed["action"][0, 0, 0].item()  # window 0's partner is window 1, whose action is 1
+    assert 0 < lam <= 0.5
+    expected = (1 - lam) * batch["observation.state"][0] + lam * batch["observation.state"][1]
+    torch.testing.assert_close(mixed["observation.state"][0], expected)
+    assert torch.equal(mixed["action"][2], batch["action"][2])  # no other demonstration of task 1
+    assert 1.0 < mixed["action"][1, 0, 0].item() <= 5.0  # window 1's nearest other-episode window: 3
+    assert 5.0 <= mixed["action"][3, 0, 0].item() < 9.0  # window 3's: 1 (window 0 is its own episode)
+    assert torch.equal(batch["observation.state"][0, 0], now[0])  # the caller's batch is left as it was
+    assert policy.eval().mix_demonstrations(batch) is batch  # never at inference
 
 
 def test_state_noise_perturbs_the_state_only_while_training():

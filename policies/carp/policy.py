@@ -131,6 +131,8 @@ class CarpPolicy(Policy):
         self.normalizer.offset("action").copy_(source.normalizer.offset("action"))
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        if self.stage == "transformer":  # the tokenizer learns the demonstrated chunks as they are
+            batch = self.mix_demonstrations(batch)
         actions = self.normalizer.normalize_key("action", batch["action"].float())  # (B, H, A)
         if actions.shape[1] != self.config.horizon:
             raise ValueError(

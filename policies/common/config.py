@@ -54,6 +54,11 @@ class PolicyConfig:
     state_noise: float = 0.0
     """Std of Gaussian noise added to the normalised low-dim state while training (robomimic's obs-noise
     randomiser); it keeps a policy trained on a few demonstrations from keying on exact state values."""
+    mixup: float = 0.0
+    """Training: mix each window with the nearest window (normalised current state) of another
+    demonstration of the same task, state and action chunk alike, with weight ~ U(0, mixup) on the
+    partner; 0 = off. Low-dim states only. It fills the space between a few demonstrations with
+    intermediate examples (see BENCHMARKS.md, CARP on reach)."""
     state_differences: tuple[tuple[int, int, int], ...] = ()
     """(a, b, n) triples: the policy also sees state[a:a+n] - state[b:b+n] of the raw low-dim state (the
     state keys concatenated), e.g. goal minus hand. Metaworld's 39-d environment state holds the hand at 0,
@@ -84,6 +89,12 @@ class PolicyConfig:
             raise ValueError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
         if self.state_noise < 0:
             raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
+        if not 0.0 <= self.mixup <= 1.0:
+            raise ValueError(f"mixup must be in [0, 1], got {self.mixup}")
+        if self.mixup > 0 and self.image_keys:
+            raise ValueError(
+                f"mixup mixes low-dim states and actions; this policy also sees images {list(self.image_keys)}"
+            )
         bad_diff = [t for t in self.state_differences if len(t) != 3 or min(t) < 0 or t[2] < 1]
         if bad_diff:
             raise ValueError(

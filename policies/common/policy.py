@@ -149,6 +149,35 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             out[DIFFERENCES_KEY] = self.normalizer.normalize_key(DIFFERENCES_KEY, diffs)
         return out
 
+    def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
+        current state) from another demonstration of the same task, states and action chunk alike, with
+        weight lambda ~ U(0, mixup) on the partner. Otherwise the batch itself.
+
+        A policy that classifies (CARP's codes) maps an unseen observation to the output of one
+        demonstration; the mixed windows put intermediate examples between them. Mixing raw values is
+        mixing normalised ones (the normalisation is affine), and the relative-state differences are
+        computed from the mixed state.
+        """
+        c = self.config
+        if not self.training or c.mixup == 0:
+            return batch
+        now = c.n_obs_steps - 1
+        state = torch.cat(
+            [self.normalizer.normalize_key(k, batch[k][:, now].float()).flatten(1) for k in c.state_keys], 1
+        )
+        episode = torch.as_tensor(batch["episode_index"], device=state.device)
+        task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
+        allowed = (task.view(-1, 1) == task.view(1, -1)) & (episode.view(-1, 1) != episode.view(1, -1))
+        partner = torch.cdist(state, state).masked_fill(~allowed, float("inf")).argmin(1)
+        lam = torch.rand(len(state), device=state.device) * c.mixup * allowed.any(1)
+        mixed = dict(batch)
+        for k in (*c.state_keys, "action"):
+            x = batch[k].float()
+            w = lam.view(-1, *([1] * (x.ndim - 1)))
+            mixed[k] = (1 - w) * x + w * x[partner]
+        return mixed
+
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`
         (an ObsEncoder, which every policy of this package has)."""

@@ -45,6 +45,7 @@ class DiffusionPolicy(Policy):
         self.infer_scheduler = (DDIMScheduler if config.sampler == "ddim" else DDPMScheduler)(**schedule)
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        batch = self.mix_demonstrations(batch)
         cond = self.condition(batch)
         actions = self.normalizer.normalize_key("action", batch["action"].float())  # (B, H, A)
         if actions.shape[1] != self.config.horizon:

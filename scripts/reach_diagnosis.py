@@ -1,5 +1,6 @@
-"""Why a reach-v3 policy misses: success on training vs evaluation seeds, and the error of its predicted
-action on states the scripted expert visits (bias vs spread between samples).
+"""Why a reach-v3 policy misses: success on training vs evaluation seeds, the error of its predicted
+action on states the scripted expert visits (bias vs spread between samples), and its first action as the
+goal of a training seed moves (smooth, or jumping between the demonstrations).
 
     python scripts/reach_diagnosis.py --checkpoint runs/ab_reach
 
@@ -66,6 +67,23 @@ def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list
     return out
 
 
+def goal_sweep(env, policy, seed: int, shifts: np.ndarray) -> np.ndarray:
+    """The policy's first x action on a training seed's first observation, with the goal's x (index 36 of
+    the 39-d state) moved by each shift: a regressor varies smoothly, a classifier jumps between the
+    demonstrations' chunks."""
+    obs, _ = env.reset(seed=seed)
+    now = obs_to_torch(obs, env.task)
+    out = []
+    for shift in shifts:
+        state = now["observation.environment_state"].clone()
+        state[..., 36] += float(shift)
+        frame = now | {"observation.environment_state": state}
+        window = {k: torch.stack([frame[k], frame[k]], 1) for k in policy.config.input_keys}
+        window["task"] = [env.task]
+        out.append(policy.predict_action_chunk(window)[0, policy.config.n_obs_steps - 1, 0].item())
+    return np.array(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
@@ -93,6 +111,10 @@ def main() -> None:
                 f"of the mean of {args.samples} {errs[:, 1].mean():.3f}, spread {errs[:, 2].mean():.3f}; "
                 f"final hand-goal distance (m) of the failures {missed}"
             )
+        shifts = np.linspace(-0.1, 0.1, 9)
+        for seed in (0, 3):
+            row = " ".join(f"{a:+.2f}" for a in goal_sweep(env, policy, seed, shifts))
+            print(f"training seed {seed}, goal x moved by -0.1 .. +0.1 m in 9 steps: first x action {row}")
 
 
 if __name__ == "__main__":

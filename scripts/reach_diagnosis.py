@@ -43,6 +43,15 @@ def rollout(env, policy, seed: int) -> tuple[bool, float]:
     return bool(info.get("success")), float(np.linalg.norm(state[:3] - state[-3:]))
 
 
+def current_actions(policy, before: dict, now: dict, task: str, samples: int = 1) -> np.ndarray:
+    """The policy's action for the current step (samples, A), from the 2-frame window (before, now)."""
+    window = {
+        k: torch.stack([before[k], now[k]], 1).repeat_interleave(samples, 0) for k in policy.config.input_keys
+    }
+    window["task"] = [task] * samples
+    return policy.predict_action_chunk(window)[:, policy.config.n_obs_steps - 1].numpy()
+
+
 def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list[tuple[float, ...]]:
     """(mean per-sample error, error of the sample mean, spread, then the per-sample error of x, y and z)
     of the xyz action at every 4th expert step."""
@@ -52,12 +61,7 @@ def action_errors(env, policy, seed: int, samples: int, steps: int = 60) -> list
         target = np.asarray(expert.act(obs))[:3]
         if t % 4 == 0:
             now, before = obs_to_torch(obs, env.task), obs_to_torch(prev, env.task)
-            window = {
-                k: torch.stack([before[k], now[k]], 1).repeat_interleave(samples, 0)
-                for k in policy.config.input_keys
-            }
-            window["task"] = [env.task] * samples
-            chunk = policy.predict_action_chunk(window)[:, policy.config.n_obs_steps - 1, :3].numpy()
+            chunk = current_actions(policy, before, now, env.task, samples)[:, :3]  # (samples, 3)
             per_dim = np.abs(chunk - target).mean(0)  # (3,)
             out.append((per_dim.mean(), np.abs(chunk.mean(0) - target).mean(), chunk.std(0).mean(), *per_dim))
         prev = obs
@@ -78,9 +82,7 @@ def goal_sweep(env, policy, seed: int, shifts: np.ndarray) -> np.ndarray:
         state = now["observation.environment_state"].clone()
         state[..., 36] += float(shift)
         frame = now | {"observation.environment_state": state}
-        window = {k: torch.stack([frame[k], frame[k]], 1) for k in policy.config.input_keys}
-        window["task"] = [env.task]
-        out.append(policy.predict_action_chunk(window)[0, policy.config.n_obs_steps - 1, 0].item())
+        out.append(current_actions(policy, frame, frame, env.task)[0, 0])
     return np.array(out)
 
 

@@ -1,0 +1,62 @@
+"""How near mixup's partners are: the distance (normalised current state, as `Policy.mixup_partners`
+measures it) from each training window to its partner searched over the whole training set, against the
+nearest other-demonstration window of the same task within random batches.
+
+    python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64
+
+The checkpoint supplies the window layout and the normalisation; its own mixup setting does not matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from visuomotor.datasets import EpisodeStore, SequenceSampler
+from visuomotor.policies import load_policy
+from visuomotor.policies.common.policy import nearest_other_demonstration
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=200)
+    args = parser.parse_args()
+    policy = load_policy(args.checkpoint)
+    config = policy.config
+    sampler = SequenceSampler(EpisodeStore.open(args.data), config.window_spec())
+    windows = sampler.sample(np.arange(len(sampler)))
+    now = config.n_obs_steps - 1
+    state = torch.cat(
+        [
+            policy.normalizer.normalize_key(k, torch.as_tensor(windows[k][:, now]).float())
+            for k in config.state_keys
+        ],
+        1,
+    )
+    episode, task = torch.as_tensor(windows["episode_index"]), torch.as_tensor(windows["task_index"])
+
+    def distances(rows: torch.Tensor) -> torch.Tensor:
+        partner = nearest_other_demonstration(state[rows], episode[rows], task[rows])
+        found = partner >= 0
+        return (state[rows][found] - state[rows][partner[found]]).norm(dim=1)
+
+    whole = distances(torch.arange(len(sampler)))
+    rng = np.random.default_rng(0)
+    batches = torch.cat(
+        [
+            distances(torch.as_tensor(rng.choice(len(sampler), args.batch_size, replace=False)))
+            for _ in range(args.batches)
+        ]
+    )
+    print(f"{len(sampler)} training windows, {len(set(task.tolist()))} task(s)")
+    for name, d in (("the whole training set", whole), (f"batches of {args.batch_size}", batches)):
+        print(f"partner searched over {name}: distance median {d.median():.3f}, mean {d.mean():.3f}")
+
+
+if __name__ == "__main__":
+    main()

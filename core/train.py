@@ -124,16 +124,6 @@ def batch_indices(n_windows: int, batch_size: int, seed: int, step: int, rank: i
     return np.random.default_rng([seed, step, rank]).integers(0, n_windows, batch_size)
 
 
-def partner_windows(sampler: Any, partner: Any, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The `keys` of each window's mixup partner (window indices, -1 = none) as `partner.<key>`, plus
-    `partner.valid`. A window without a partner gets window 0's values as filler and is not mixed."""
-    from visuomotor.policies.common.policy import PARTNER_PREFIX, PARTNER_VALID
-
-    valid = partner >= 0
-    other = sampler.sample(np.where(valid, partner, 0))
-    return {PARTNER_PREFIX + k: other[k] for k in keys} | {PARTNER_VALID: valid}
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -224,11 +214,6 @@ def train(
     if not resume:
         policy.prepare_training()
     ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy
-    # mixup's partners are found once, over every training window (low-dim only: mixup refuses cameras).
-    partners = policy.mixup_partners(sampler.sample(np.arange(len(sampler)))) if config.mixup else None
-    if partners is not None:
-        partners = partners.numpy()
-        log.info("mixup: %d of %d windows have a partner", int((partners >= 0).sum()), len(partners))
     stages = policy.training_stages(tcfg.steps)
     starts = [0, *itertools.accumulate(s.steps for s in stages)][:-1]
     if sum(s.steps for s in stages) != tcfg.steps:
@@ -337,10 +322,7 @@ def train(
             ema_policy.load_state_dict(policy.state_dict())
         batch_size = stages[current].batch_size or tcfg.batch_size
         idx = batch_indices(len(sampler), batch_size, tcfg.seed, step, rank)
-        windows = sampler.sample(idx)
-        if partners is not None:
-            windows |= partner_windows(sampler, partners[idx], policy.mixed_keys)
-        batch = {k: torch.from_numpy(v).to(config.device) for k, v in windows.items()}
+        batch = {k: torch.from_numpy(v).to(config.device) for k, v in sampler.sample(idx).items()}
         loss, logs = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,6 +1,6 @@
-"""How near mixup's partners are: the distance (normalised current state, as `Policy.mixup_partners`
-measures it) from each training window to its partner searched over the whole training set, against the
-nearest other-demonstration window of the same task within random batches.
+"""How near mixup's partners are: the distance (normalised current state, as `Policy.mix_demonstrations`
+measures it) from each training window to the nearest window of another demonstration of the same task,
+within random batches (what `mixup` uses) and over the whole training set (tried at commit 88cdd9e).
 
     python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64
 

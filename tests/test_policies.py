@@ -284,57 +284,30 @@ def test_nearest_other_demonstration_stays_in_the_task_and_leaves_the_episode():
         assert nearest_other_demonstration(state, episode, task, block=block).tolist() == expected
 
 
-def test_mixup_partners_are_searched_in_normalised_state():
-    config = make_config("diffusion", "cpu", input_shapes={"observation.state": [2]}, action_dim=1, mixup=0.5)
-    # Dimension 1 spans 100x the range of dimension 0: raw distances would pick row 1 for row 0.
-    stats = {
-        "observation.state": {
-            "min": [0.0, 0.0],
-            "max": [1.0, 100.0],
-            "mean": [0.5, 50.0],
-            "std": [0.3, 30.0],
-        },
-        "action": {"min": [-1.0], "max": [1.0], "mean": [0.0], "std": [0.5]},
-    }
-    policy = REGISTRY["diffusion"].load()[0](config, stats)
-    now = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 5.0]], dtype=np.float32)
-    windows = {
-        "observation.state": np.repeat(now[:, None], config.n_obs_steps, 1),
-        "episode_index": np.array([0, 1, 2]),
-        "task_index": np.array([0, 0, 0]),
-    }
-    assert policy.mixup_partners(windows).tolist() == [2, 0, 0]
-    policy.config.mixup = 0.0
-    assert policy.mixup_partners(windows) is None
-
-
 @pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_mixup_mixes_each_window_with_its_partner(name):
-    from visuomotor.policies.common.policy import PARTNER_PREFIX, PARTNER_VALID
-
+def test_mixup_mixes_nearest_windows_of_other_demonstrations_of_the_same_task(name):
     config = make_config(name, "cpu", input_shapes={"observation.state": [2]}, action_dim=1, mixup=0.5)
     policy = REGISTRY[name].load()[0](config).train()
-    state = torch.tensor([[0.0, 0.0], [0.5, 0.0]]).view(2, 1, 2).repeat(1, config.n_obs_steps, 1)
-    action = torch.tensor([0.0, 1.0]).view(2, 1, 1).repeat(1, config.horizon, 1)
+    # Windows 0 and 1: task 0, episodes 0 and 1. Window 2 is nearest to window 0 but of task 1, window 3
+    # of task 0 but of episode 0 again (window 0's own demonstration).
+    now = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.05, 0.0], [0.01, 0.0]])
     batch = {
-        "observation.state": state,
-        "action": action,
-        PARTNER_PREFIX + "observation.state": state.flip(0),
-        PARTNER_PREFIX + "action": action.flip(0) + 2,  # partners' actions: 3 and 2
-        PARTNER_VALID: torch.tensor([True, False]),
+        "observation.state": now.view(4, 1, 2).repeat(1, config.n_obs_steps, 1),
+        "action": torch.tensor([0.0, 1.0, -7.0, 9.0]).view(4, 1, 1).repeat(1, config.horizon, 1),
+        "episode_index": torch.tensor([0, 1, 2, 0]),
+        "task_index": torch.tensor([0, 0, 1, 0]),
     }
     torch.manual_seed(0)
     mixed = policy.mix_demonstrations(batch)
-    lam = mixed["action"][0, 0, 0].item() / 3
+    lam = mixed["action"][0, 0, 0].item()  # window 0's partner is window 1, whose action is 1
     assert 0 < lam <= 0.5
-    torch.testing.assert_close(mixed["observation.state"][0], (1 - lam) * state[0] + lam * state[1])
-    torch.testing.assert_close(mixed["action"][0], torch.full_like(action[0], 3 * lam))
-    assert torch.equal(mixed["action"][1], action[1])  # no partner: not mixed
-    assert torch.equal(mixed["observation.state"][1], state[1])
-    assert torch.equal(batch["action"][0], action[0])  # the caller's batch is left as it was
+    expected = (1 - lam) * batch["observation.state"][0] + lam * batch["observation.state"][1]
+    torch.testing.assert_close(mixed["observation.state"][0], expected)
+    assert torch.equal(mixed["action"][2], batch["action"][2])  # no other demonstration of task 1
+    assert 1.0 < mixed["action"][1, 0, 0].item() <= 5.0  # window 1's nearest other-episode window: 3
+    assert 5.0 <= mixed["action"][3, 0, 0].item() < 9.0  # window 3's: 1 (window 0 is its own episode)
+    assert torch.equal(batch["observation.state"][0, 0], now[0])  # the caller's batch is left as it was
     assert policy.eval().mix_demonstrations(batch) is batch  # never at inference
-    with pytest.raises(ValueError, match=r"mixup=0.5 needs each window's partner.*partner.valid"):
-        policy.train().mix_demonstrations({"observation.state": state, "action": action})
 
 
 def test_state_noise_perturbs_the_state_only_while_training():

@@ -9,7 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from fixtures import IMAGE_KEY, make_store, torchrun_cli
@@ -166,30 +165,3 @@ def test_ddp_two_cpu_processes(tmp_path, store_path):
     # Rank 0 alone writes; the run ends with a check that both replicas hold the same weights.
     assert os.readlink(out / "checkpoints" / "last") == "step-0000006"
     assert load_policy(out).config.action_dim == 2
-
-
-def test_mixup_trains_with_partners_from_other_demonstrations_of_the_task(tmp_path, store_path, caplog):
-    from visuomotor.datasets import EpisodeStore, SequenceSampler
-    from visuomotor.policies.common.policy import PARTNER_VALID
-    from visuomotor.train import partner_windows
-
-    out = tmp_path / "run"
-    caplog.set_level("INFO", logger="visuomotor.train")
-    assert main(train_args(store_path, out, 4, "-o", "mixup=0.5", "-t", "val_ratio=0")) == 0
-    policy = load_policy(out)
-    sampler = SequenceSampler(EpisodeStore.open(store_path), policy.config.window_spec())
-    windows = sampler.sample(np.arange(len(sampler)))
-    # Episodes 0 and 2 show 'reach', so their windows pair up; episode 1 is the only 'push'.
-    with_partner = int((windows["episode_index"] != 1).sum())
-    assert f"mixup: {with_partner} of {len(sampler)} windows have a partner" in caplog.text
-
-    partners = policy.train().mixup_partners(windows).numpy()
-    assert (partners[windows["episode_index"] == 1] == -1).all()
-    paired = partners >= 0
-    assert (windows["episode_index"][partners[paired]] == 2 - windows["episode_index"][paired]).all()
-    idx = [*np.flatnonzero(paired)[:3].tolist(), int(np.flatnonzero(~paired)[0])]
-    got = partner_windows(sampler, partners[idx], policy.mixed_keys)
-    assert got[PARTNER_VALID].tolist() == [True, True, True, False]
-    expected = sampler.sample(partners[idx[:3]])
-    for key in policy.mixed_keys:
-        np.testing.assert_array_equal(got[f"partner.{key}"][:3], expected[key])

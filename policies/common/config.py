@@ -55,8 +55,8 @@ class PolicyConfig:
     """Std of Gaussian noise added to the normalised low-dim state while training (robomimic's obs-noise
     randomiser); it keeps a policy trained on a few demonstrations from keying on exact state values."""
     mixup: float = 0.0
-    """Training: mix each window with the nearest window (normalised current state, searched over the
-    whole training set) of another demonstration of the same task, state and action chunk alike, with weight ~ U(0, mixup) on the
+    """Training: mix each window with the nearest window (normalised current state) of another
+    demonstration of the same task, state and action chunk alike, with weight ~ U(0, mixup) on the
     partner; 0 = off. Low-dim states only. It fills the space between a few demonstrations with
     intermediate examples (see BENCHMARKS.md, CARP on reach)."""
     state_differences: tuple[tuple[int, int, int], ...] = ()

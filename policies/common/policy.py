@@ -27,17 +27,13 @@ from visuomotor.policies.common.differences import DIFFERENCES_KEY, difference_s
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-PARTNER_PREFIX = "partner."
-"""Batch keys of a window's mixup partner (`Policy.mixup_partners`): `partner.action`, ..."""
-PARTNER_VALID = "partner.valid"
-"""Batch key: whether the window has a partner (bool, (B,)); windows without one are not mixed."""
 
 
 def nearest_other_demonstration(state: Tensor, episode: Tensor, task: Tensor, block: int = 4096) -> Tensor:
     """For each row of `state` (N, D): the index of the nearest row (Euclidean) that belongs to another
     episode of the same task, or -1 if the task has no other episode. Distances are computed per task and
-    in blocks of query rows, so N can be a whole training set."""
-    partner = torch.full((len(state),), -1, dtype=torch.long)
+    in blocks of query rows, so N can be a whole training set (scripts/mixup_partners.py)."""
+    partner = torch.full((len(state),), -1, dtype=torch.long, device=state.device)
     for t in task.unique():
         rows = (task == t).nonzero().squeeze(1)
         for lo in range(0, len(rows), block):
@@ -170,38 +166,9 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             out[DIFFERENCES_KEY] = self.normalizer.normalize_key(DIFFERENCES_KEY, diffs)
         return out
 
-    def mixup_partners(self, windows: Mapping[str, Any]) -> Tensor | None:
-        """For `config.mixup`: the partner of every training window, i.e. the nearest window (normalised
-        current state) from another demonstration of the same task, searched over all of `windows`
-        (`SequenceSampler.sample` of every training window); -1 where the task has only one demonstration.
-        None without mixup.
-
-        The search runs over the whole training set, not the batch: a batch of 64 windows over ten tasks
-        holds about six of a window's task, mostly at other phases of the motion, and mixing those mixes
-        different motions rather than neighbouring demonstrations.
-        """
-        c = self.config
-        if c.mixup == 0:
-            return None
-        now = c.n_obs_steps - 1
-        state = torch.cat(
-            [
-                self.normalizer.normalize_key(
-                    k, torch.as_tensor(windows[k][:, now], device=self.device).float()
-                )
-                .flatten(1)
-                .cpu()
-                for k in c.state_keys
-            ],
-            1,
-        )
-        episode = torch.as_tensor(windows["episode_index"])
-        task = torch.as_tensor(windows.get("task_index", torch.zeros_like(episode)))
-        return nearest_other_demonstration(state, episode, task)
-
     def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """While training with `config.mixup` > 0: each window mixed with its partner (`mixup_partners`,
-        given in the batch as `partner.<key>` and `partner.valid`), states and action chunk alike, with
+        """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
+        current state) from another demonstration of the same task, states and action chunk alike, with
         weight lambda ~ U(0, mixup) on the partner. Otherwise the batch itself.
 
         A policy that classifies (CARP's codes) maps an unseen observation to the output of one
@@ -212,24 +179,24 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         c = self.config
         if not self.training or c.mixup == 0:
             return batch
-        if PARTNER_VALID not in batch:
-            raise ValueError(
-                f"mixup={c.mixup} needs each window's partner in the batch ('{PARTNER_PREFIX}<key>' and "
-                f"'{PARTNER_VALID}'); the training loop adds them from Policy.mixup_partners"
-            )
-        valid = torch.as_tensor(batch[PARTNER_VALID], device=self.device)
-        lam = torch.rand(len(valid), device=self.device) * c.mixup * valid
+        now = c.n_obs_steps - 1
+        state = torch.cat(
+            [self.normalizer.normalize_key(k, batch[k][:, now].float()).flatten(1) for k in c.state_keys], 1
+        )
+        episode = torch.as_tensor(batch["episode_index"], device=state.device)
+        task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
+        # Within the batch, not over the whole training set: a window meets a different near neighbour in
+        # every batch. One fixed nearest partner per window (searched once over the training set) was
+        # tried and lost the gain on single-task reach (43% -> 32%) with no change on MT10 (BENCHMARKS.md).
+        partner = nearest_other_demonstration(state, episode, task)
+        lam = torch.rand(len(state), device=state.device) * c.mixup * (partner >= 0)
+        partner = partner.clamp(min=0)
         mixed = dict(batch)
-        for k in self.mixed_keys:
+        for k in (*c.state_keys, "action"):
             x = batch[k].float()
             w = lam.view(-1, *([1] * (x.ndim - 1)))
-            mixed[k] = (1 - w) * x + w * batch[PARTNER_PREFIX + k].float()
+            mixed[k] = (1 - w) * x + w * x[partner]
         return mixed
-
-    @property
-    def mixed_keys(self) -> tuple[str, ...]:
-        """The keys `mix_demonstrations` mixes: the low-dim states and the action chunk."""
-        return (*self.config.state_keys, "action")
 
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`

@@ -1,6 +1,6 @@
-"""How near mixup's partners are: the distance (normalised current state, as `Policy.mix_demonstrations`
-measures it) from each training window to the nearest window of another demonstration of the same task,
-within random batches (what `mixup` uses) and over the whole training set (tried at commit 88cdd9e).
+"""How near mixup's partners are: the distance (`Policy.current_state`, as mixup measures it) from each
+training window to the nearest window of another demonstration of the same task, within random batches
+(what `mixup` uses) and over the whole training set (tried at commit 88cdd9e).
 
     python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64
 
@@ -27,17 +27,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     args = parser.parse_args()
     policy = load_policy(args.checkpoint)
-    config = policy.config
-    sampler = SequenceSampler(EpisodeStore.open(args.data), config.window_spec())
+    sampler = SequenceSampler(EpisodeStore.open(args.data), policy.config.window_spec())
     windows = sampler.sample(np.arange(len(sampler)))
-    now = config.n_obs_steps - 1
-    state = torch.cat(
-        [
-            policy.normalizer.normalize_key(k, torch.as_tensor(windows[k][:, now]).float())
-            for k in config.state_keys
-        ],
-        1,
-    )
+    state = policy.current_state(windows)
     episode, task = torch.as_tensor(windows["episode_index"]), torch.as_tensor(windows["task_index"])
 
     def distances(rows: torch.Tensor) -> torch.Tensor:

@@ -166,6 +166,18 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             out[DIFFERENCES_KEY] = self.normalizer.normalize_key(DIFFERENCES_KEY, diffs)
         return out
 
+    def current_state(self, windows: Mapping[str, Any]) -> Tensor:
+        """The normalised low-dim state of each window's current step (B, D), state keys concatenated:
+        the space in which mixup finds a window's nearest neighbour."""
+        now = self.config.n_obs_steps - 1
+        return torch.cat(
+            [
+                self.normalizer.normalize_key(k, torch.as_tensor(windows[k][:, now]).float()).flatten(1)
+                for k in self.config.state_keys
+            ],
+            1,
+        )
+
     def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
         current state) from another demonstration of the same task, states and action chunk alike, with
@@ -179,10 +191,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         c = self.config
         if not self.training or c.mixup == 0:
             return batch
-        now = c.n_obs_steps - 1
-        state = torch.cat(
-            [self.normalizer.normalize_key(k, batch[k][:, now].float()).flatten(1) for k in c.state_keys], 1
-        )
+        state = self.current_state(batch)
         episode = torch.as_tensor(batch["episode_index"], device=state.device)
         task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
         # Within the batch, not over the whole training set: a window meets a different near neighbour in

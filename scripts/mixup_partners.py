@@ -1,8 +1,9 @@
 """How near mixup's partners are: the distance (`Policy.current_state`, as mixup measures it) from each
 training window to the nearest window of another demonstration of the same task, within random batches
-(what `mixup` uses) and over the whole training set (tried at commit 88cdd9e).
+(`mixup` with `mixup_neighbours=0`), over the whole training set, and to the k-th nearest over the whole
+training set (`mixup_neighbours=k` draws one of the k nearest).
 
-    python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64
+    python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64 --neighbours 8
 
 The checkpoint supplies the window layout and the normalisation; its own mixup setting does not matter.
 """
@@ -16,7 +17,7 @@ import torch
 
 from visuomotor.datasets import EpisodeStore, SequenceSampler
 from visuomotor.policies import load_policy
-from visuomotor.policies.common.policy import nearest_other_demonstration
+from visuomotor.policies.common.policy import nearest_other_demonstrations
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--neighbours", type=int, default=8)
     args = parser.parse_args()
     policy = load_policy(args.checkpoint)
     sampler = SequenceSampler(EpisodeStore.open(args.data), policy.config.window_spec())
@@ -32,8 +34,8 @@ def main() -> None:
     state = policy.current_state(windows)
     episode, task = torch.as_tensor(windows["episode_index"]), torch.as_tensor(windows["task_index"])
 
-    def distances(rows: torch.Tensor) -> torch.Tensor:
-        partner = nearest_other_demonstration(state[rows], episode[rows], task[rows])
+    def distances(rows: torch.Tensor, k: int = 1) -> torch.Tensor:
+        partner = nearest_other_demonstrations(state[rows], episode[rows], task[rows], k)[:, k - 1]
         found = partner >= 0
         return (state[rows][found] - state[rows][partner[found]]).norm(dim=1)
 
@@ -45,9 +47,14 @@ def main() -> None:
             for _ in range(args.batches)
         ]
     )
+    kth = distances(torch.arange(len(sampler)), args.neighbours)
     print(f"{len(sampler)} training windows, {len(set(task.tolist()))} task(s)")
-    for name, d in (("the whole training set", whole), (f"batches of {args.batch_size}", batches)):
-        print(f"partner searched over {name}: distance median {d.median():.3f}, mean {d.mean():.3f}")
+    for name, d in (
+        ("nearest over the whole training set", whole),
+        (f"{args.neighbours}-th nearest over the whole training set", kth),
+        (f"nearest in batches of {args.batch_size}", batches),
+    ):
+        print(f"partner {name}: distance median {d.median():.3f}, mean {d.mean():.3f}")
 
 
 if __name__ == "__main__":

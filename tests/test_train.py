@@ -165,3 +165,45 @@ def test_ddp_two_cpu_processes(tmp_path, store_path):
     # Rank 0 alone writes; the run ends with a check that both replicas hold the same weights.
     assert os.readlink(out / "checkpoints" / "last") == "step-0000006"
     assert load_policy(out).config.action_dim == 2
+
+
+def test_mixup_neighbours_draw_partners_from_other_demonstrations_of_the_task(tmp_path, store_path, caplog):
+    import numpy as np
+
+    from visuomotor.datasets import EpisodeStore, SequenceSampler
+    from visuomotor.policies.common.policy import PARTNER_VALID
+    from visuomotor.train import partner_windows
+
+    out = tmp_path / "run"
+    caplog.set_level("INFO", logger="visuomotor.train")
+    args = ("-o", "mixup=0.5", "-o", "mixup_neighbours=3", "-t", "val_ratio=0")
+    assert main(train_args(store_path, out, 4, *args)) == 0
+    policy = load_policy(out)
+    sampler = SequenceSampler(EpisodeStore.open(store_path), policy.config.window_spec())
+    windows = sampler.sample(np.arange(len(sampler)))
+    episode = windows["episode_index"]
+    # Episodes 0 and 2 show 'reach', so their windows pair up; episode 1 is the only 'push'.
+    assert f"mixup: {int((episode != 1).sum())} of {len(sampler)} windows have neighbours" in caplog.text
+
+    neighbours = policy.train().mixup_neighbours(windows).numpy()
+    assert neighbours.shape == (len(sampler), 3)
+    assert (neighbours[episode == 1] == -1).all()
+    reach = np.flatnonzero(episode != 1)
+    assert (episode[neighbours[reach]] == 2 - episode[reach, None]).all()  # the other reach episode
+
+    drawn = [partner_windows(sampler, neighbours, policy.mixed_keys, 0, step, 0) for step in range(20)]
+    for got in drawn:
+        assert got[PARTNER_VALID].tolist() == (episode != 1).tolist()
+    # Each draw is one of the window's neighbours; over steps a window meets more than one of them.
+    state_key = policy.config.state_keys[0]
+    row = int(reach[0])
+    candidates = sampler.sample(neighbours[row])[state_key]
+    seen = {
+        int(np.flatnonzero((candidates == got["partner." + state_key][row]).all(axis=(1, 2)))[0])
+        for got in drawn
+    }
+    assert len(seen) > 1
+    # A pure function of (seed, step, rank), like the batch indices: resume replays the same partners.
+    again = partner_windows(sampler, neighbours, policy.mixed_keys, 0, 7, 0)
+    for key in policy.mixed_keys:
+        np.testing.assert_array_equal(again["partner." + key], drawn[7]["partner." + key])

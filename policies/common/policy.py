@@ -29,20 +29,28 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def nearest_other_demonstration(state: Tensor, episode: Tensor, task: Tensor, block: int = 4096) -> Tensor:
-    """For each row of `state` (N, D): the index of the nearest row (Euclidean) that belongs to another
-    episode of the same task, or -1 if the task has no other episode. Distances are computed per task and
-    in blocks of query rows, so N can be a whole training set (scripts/mixup_partners.py)."""
-    partner = torch.full((len(state),), -1, dtype=torch.long, device=state.device)
+PARTNER_PREFIX = "partner."
+"""Batch keys of a window's mixup partner drawn by the training loop (`mixup_neighbours` > 0)."""
+PARTNER_VALID = "partner.valid"
+"""Batch key: whether the window has a partner (bool, (B,)); windows without one are not mixed."""
+
+
+def nearest_other_demonstrations(
+    state: Tensor, episode: Tensor, task: Tensor, k: int = 1, block: int = 4096
+) -> Tensor:
+    """For each row of `state` (N, D): the indices (N, k) of the k nearest rows (Euclidean, nearest
+    first) that belong to another episode of the same task, padded with -1 where the task has fewer.
+    Distances are computed per task and in blocks of query rows, so N can be a whole training set."""
+    partner = torch.full((len(state), k), -1, dtype=torch.long, device=state.device)
     for t in task.unique():
         rows = (task == t).nonzero().squeeze(1)
         for lo in range(0, len(rows), block):
             query = rows[lo : lo + block]
             dist = torch.cdist(state[query], state[rows])
             dist.masked_fill_(episode[query].view(-1, 1) == episode[rows].view(1, -1), float("inf"))
-            best = dist.argmin(1)
-            found = torch.isfinite(dist.gather(1, best.view(-1, 1)).squeeze(1))
-            partner[query[found]] = rows[best[found]]
+            best, order = dist.topk(min(k, len(rows)), dim=1, largest=False)
+            found = torch.where(torch.isfinite(best), rows[order], -1)
+            partner[query, : found.shape[1]] = found
     return partner
 
 
@@ -178,10 +186,27 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             1,
         )
 
+    def mixup_neighbours(self, windows: Mapping[str, Any]) -> Tensor:
+        """For `mixup_neighbours` = k > 0: the k nearest windows (normalised current state, nearest
+        first, -1 padded) of another demonstration of the same task for every training window, searched
+        once over all of `windows` (`SequenceSampler.sample` of every training window). The training
+        loop draws one of them as the partner at every step."""
+        c = self.config
+        if c.mixup_neighbours < 1:
+            raise ValueError(f"mixup_neighbours is {c.mixup_neighbours}: partners are searched in the batch")
+        episode = torch.as_tensor(windows["episode_index"])
+        task = torch.as_tensor(windows.get("task_index", torch.zeros_like(episode)))
+        state = self.current_state(windows).cpu()
+        return nearest_other_demonstrations(state, episode, task, c.mixup_neighbours)
+
     def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
+        """While training with `config.mixup` > 0: each window mixed with a near window (normalised
         current state) from another demonstration of the same task, states and action chunk alike, with
         weight lambda ~ U(0, mixup) on the partner. Otherwise the batch itself.
+
+        The partner is the one the training loop put in the batch (`partner.<key>`, drawn from the
+        window's `mixup_neighbours` nearest over the training set), or else the nearest such window in
+        the batch.
 
         A policy that classifies (CARP's codes) maps an unseen observation to the output of one
         demonstration; the mixed windows put intermediate examples between them. Mixing raw values is
@@ -191,21 +216,37 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         c = self.config
         if not self.training or c.mixup == 0:
             return batch
-        state = self.current_state(batch)
-        episode = torch.as_tensor(batch["episode_index"], device=state.device)
-        task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
-        # Within the batch, not over the whole training set: a window meets a different near neighbour in
-        # every batch. One fixed nearest partner per window (searched once over the training set) was
-        # tried and lost the gain on single-task reach (43% -> 32%) with no change on MT10 (BENCHMARKS.md).
-        partner = nearest_other_demonstration(state, episode, task)
-        lam = torch.rand(len(state), device=state.device) * c.mixup * (partner >= 0)
-        partner = partner.clamp(min=0)
+        if c.mixup_neighbours and PARTNER_VALID not in batch:
+            raise ValueError(
+                f"mixup_neighbours={c.mixup_neighbours} needs each window's partner in the batch "
+                f"('{PARTNER_PREFIX}<key>' and '{PARTNER_VALID}'); the training loop draws them from "
+                "Policy.mixup_neighbours"
+            )
+        if PARTNER_VALID in batch:
+            valid = torch.as_tensor(batch[PARTNER_VALID], device=self.device)
+            other = {k: batch[PARTNER_PREFIX + k].float() for k in self.mixed_keys}
+        else:
+            state = self.current_state(batch)
+            episode = torch.as_tensor(batch["episode_index"], device=state.device)
+            task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
+            # Within the batch a window meets a different near neighbour in every batch. One fixed
+            # nearest partner per window (searched once over the training set) lost the gain on
+            # single-task reach (43% -> 32%) with no change on MT10 (BENCHMARKS.md).
+            partner = nearest_other_demonstrations(state, episode, task)[:, 0]
+            valid = partner >= 0
+            other = {k: batch[k].float()[partner.clamp(min=0)] for k in self.mixed_keys}
+        lam = torch.rand(len(valid), device=self.device) * c.mixup * valid
         mixed = dict(batch)
-        for k in (*c.state_keys, "action"):
+        for k in self.mixed_keys:
             x = batch[k].float()
             w = lam.view(-1, *([1] * (x.ndim - 1)))
-            mixed[k] = (1 - w) * x + w * x[partner]
+            mixed[k] = (1 - w) * x + w * other[k]
         return mixed
+
+    @property
+    def mixed_keys(self) -> tuple[str, ...]:
+        """The keys `mix_demonstrations` mixes: the low-dim states and the action chunk."""
+        return (*self.config.state_keys, "action")
 
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`

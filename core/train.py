@@ -124,23 +124,6 @@ def batch_indices(n_windows: int, batch_size: int, seed: int, step: int, rank: i
     return np.random.default_rng([seed, step, rank]).integers(0, n_windows, batch_size)
 
 
-def partner_windows(
-    sampler: Any, neighbours: np.ndarray, keys: tuple[str, ...], seed: int, step: int, rank: int
-) -> dict[str, np.ndarray]:
-    """Mixup partners for a batch: one of each window's neighbours (rows of window indices, -1 padded;
-    `Policy.mixup_neighbours`) drawn uniformly, as `partner.<key>` plus `partner.valid`. A pure function
-    of its arguments, like `batch_indices`. A window without neighbours gets window 0's values as filler
-    and is not mixed."""
-    from visuomotor.policies.common.policy import PARTNER_PREFIX, PARTNER_VALID
-
-    count = (neighbours >= 0).sum(1)
-    pick = np.floor(np.random.default_rng([seed, step, rank, 1]).random(len(neighbours)) * count)
-    partner = np.where(count > 0, neighbours[np.arange(len(neighbours)), pick.astype(int)], -1)
-    valid = partner >= 0
-    other = sampler.sample(np.where(valid, partner, 0))
-    return {PARTNER_PREFIX + k: other[k] for k in keys} | {PARTNER_VALID: valid}
-
-
 def _dist_info() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -231,12 +214,6 @@ def train(
     if not resume:
         policy.prepare_training()
     ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy
-    neighbours = None
-    if config.mixup and config.mixup_neighbours:  # partners drawn from each window's nearest in the set
-        neighbours = policy.mixup_neighbours(sampler.sample(np.arange(len(sampler)))).numpy()
-        log.info(
-            "mixup: %d of %d windows have neighbours", int((neighbours[:, 0] >= 0).sum()), len(neighbours)
-        )
     stages = policy.training_stages(tcfg.steps)
     starts = [0, *itertools.accumulate(s.steps for s in stages)][:-1]
     if sum(s.steps for s in stages) != tcfg.steps:
@@ -345,10 +322,7 @@ def train(
             ema_policy.load_state_dict(policy.state_dict())
         batch_size = stages[current].batch_size or tcfg.batch_size
         idx = batch_indices(len(sampler), batch_size, tcfg.seed, step, rank)
-        windows = sampler.sample(idx)
-        if neighbours is not None:
-            windows |= partner_windows(sampler, neighbours[idx], policy.mixed_keys, tcfg.seed, step, rank)
-        batch = {k: torch.from_numpy(v).to(config.device) for k, v in windows.items()}
+        batch = {k: torch.from_numpy(v).to(config.device) for k, v in sampler.sample(idx).items()}
         loss, logs = model(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,7 +1,7 @@
 """How near mixup's partners are: the distance (`Policy.current_state`, as mixup measures it) from each
 training window to the nearest window of another demonstration of the same task, within random batches
-(`mixup` with `mixup_neighbours=0`), over the whole training set, and to the k-th nearest over the whole
-training set (`mixup_neighbours=k` draws one of the k nearest).
+(what `mixup` uses), over the whole training set (tried at commit 88cdd9e), and to the k-th nearest over
+the whole training set (one of the 8 nearest drawn at every step was tried at commit 56badb9).
 
     python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64 --neighbours 8
 

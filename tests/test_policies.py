@@ -260,7 +260,6 @@ def test_unknown_task_missing_observation_key_and_wrong_shape(store):
         ("state_noise", -0.1, "state_noise"),
         ("mixup", 1.5, "mixup"),
         ("mixup", -0.1, "mixup"),
-        ("mixup_neighbours", -1, "mixup_neighbours"),
     ],
 )
 def test_config_validation(field, value, match):
@@ -318,42 +317,6 @@ def test_mixup_mixes_nearest_windows_of_other_demonstrations_of_the_same_task(na
     assert 5.0 <= mixed["action"][3, 0, 0].item() < 9.0  # window 3's: 1 (window 0 is its own episode)
     assert torch.equal(batch["observation.state"][0, 0], now[0])  # the caller's batch is left as it was
     assert policy.eval().mix_demonstrations(batch) is batch  # never at inference
-
-
-def test_mixup_takes_the_partner_the_training_loop_drew():
-    from visuomotor.policies.common.policy import PARTNER_VALID
-
-    config = make_config(
-        "diffusion",
-        "cpu",
-        input_shapes={"observation.state": [2]},
-        action_dim=1,
-        mixup=1.0,
-        mixup_neighbours=3,
-    )
-    policy = REGISTRY["diffusion"].load()[0](config).train()
-    H, To = config.horizon, config.n_obs_steps
-    batch = {
-        "observation.state": torch.zeros(2, To, 2),
-        "action": torch.zeros(2, H, 1),
-        "episode_index": torch.tensor([0, 1]),
-        "task_index": torch.tensor([0, 0]),
-    }
-    with pytest.raises(ValueError, match=r"mixup_neighbours=3 needs each window's partner.*partner.valid"):
-        policy.mix_demonstrations(batch)
-    # Window 0's partner (an action of 4, far from anything in the batch) is mixed in; window 1 has none.
-    batch |= {
-        "partner.observation.state": torch.ones(2, To, 2),
-        "partner.action": torch.tensor([4.0, -9.0]).view(2, 1, 1).repeat(1, H, 1),
-        PARTNER_VALID: torch.tensor([True, False]),
-    }
-    torch.manual_seed(0)
-    mixed = policy.mix_demonstrations(batch)
-    lam = mixed["action"][0, 0, 0].item() / 4.0
-    assert 0 < lam <= 1.0
-    torch.testing.assert_close(mixed["observation.state"][0], torch.full((To, 2), lam))
-    assert torch.equal(mixed["action"][1], batch["action"][1])
-    assert torch.equal(mixed["observation.state"][1], batch["observation.state"][1])
 
 
 def test_state_noise_perturbs_the_state_only_while_training():

@@ -59,10 +59,6 @@ class PolicyConfig:
     demonstration of the same task, state and action chunk alike, with weight ~ U(0, mixup) on the
     partner; 0 = off. Low-dim states only. It fills the space between a few demonstrations with
     intermediate examples (see BENCHMARKS.md, CARP on reach)."""
-    mixup_neighbours: int = 0
-    """Where mixup finds a window's partner. 0: the nearest window of another demonstration of the
-    task within the batch. k > 0: one of the k nearest over the whole training set, drawn afresh at
-    every step (a batch over many tasks holds few windows of each, so its nearest can be far)."""
     state_differences: tuple[tuple[int, int, int], ...] = ()
     """(a, b, n) triples: the policy also sees state[a:a+n] - state[b:b+n] of the raw low-dim state (the
     state keys concatenated), e.g. goal minus hand. Metaworld's 39-d environment state holds the hand at 0,
@@ -95,8 +91,6 @@ class PolicyConfig:
             raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
         if not 0.0 <= self.mixup <= 1.0:
             raise ValueError(f"mixup must be in [0, 1], got {self.mixup}")
-        if self.mixup_neighbours < 0:
-            raise ValueError(f"mixup_neighbours must be >= 0, got {self.mixup_neighbours}")
         if self.mixup > 0 and self.image_keys:
             raise ValueError(
                 f"mixup mixes low-dim states and actions; this policy also sees images {list(self.image_keys)}"

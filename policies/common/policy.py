@@ -29,12 +29,6 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-PARTNER_PREFIX = "partner."
-"""Batch keys of a window's mixup partner drawn by the training loop (`mixup_neighbours` > 0)."""
-PARTNER_VALID = "partner.valid"
-"""Batch key: whether the window has a partner (bool, (B,)); windows without one are not mixed."""
-
-
 def nearest_other_demonstrations(
     state: Tensor, episode: Tensor, task: Tensor, k: int = 1, block: int = 4096
 ) -> Tensor:
@@ -186,27 +180,10 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             1,
         )
 
-    def mixup_neighbours(self, windows: Mapping[str, Any]) -> Tensor:
-        """For `mixup_neighbours` = k > 0: the k nearest windows (normalised current state, nearest
-        first, -1 padded) of another demonstration of the same task for every training window, searched
-        once over all of `windows` (`SequenceSampler.sample` of every training window). The training
-        loop draws one of them as the partner at every step."""
-        c = self.config
-        if c.mixup_neighbours < 1:
-            raise ValueError(f"mixup_neighbours is {c.mixup_neighbours}: partners are searched in the batch")
-        episode = torch.as_tensor(windows["episode_index"])
-        task = torch.as_tensor(windows.get("task_index", torch.zeros_like(episode)))
-        state = self.current_state(windows).cpu()
-        return nearest_other_demonstrations(state, episode, task, c.mixup_neighbours)
-
     def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """While training with `config.mixup` > 0: each window mixed with a near window (normalised
+        """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
         current state) from another demonstration of the same task, states and action chunk alike, with
         weight lambda ~ U(0, mixup) on the partner. Otherwise the batch itself.
-
-        The partner is the one the training loop put in the batch (`partner.<key>`, drawn from the
-        window's `mixup_neighbours` nearest over the training set), or else the nearest such window in
-        the batch.
 
         A policy that classifies (CARP's codes) maps an unseen observation to the output of one
         demonstration; the mixed windows put intermediate examples between them. Mixing raw values is
@@ -216,37 +193,21 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         c = self.config
         if not self.training or c.mixup == 0:
             return batch
-        if c.mixup_neighbours and PARTNER_VALID not in batch:
-            raise ValueError(
-                f"mixup_neighbours={c.mixup_neighbours} needs each window's partner in the batch "
-                f"('{PARTNER_PREFIX}<key>' and '{PARTNER_VALID}'); the training loop draws them from "
-                "Policy.mixup_neighbours"
-            )
-        if PARTNER_VALID in batch:
-            valid = torch.as_tensor(batch[PARTNER_VALID], device=self.device)
-            other = {k: batch[PARTNER_PREFIX + k].float() for k in self.mixed_keys}
-        else:
-            state = self.current_state(batch)
-            episode = torch.as_tensor(batch["episode_index"], device=state.device)
-            task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
-            # Within the batch a window meets a different near neighbour in every batch. One fixed
-            # nearest partner per window (searched once over the training set) lost the gain on
-            # single-task reach (43% -> 32%) with no change on MT10 (BENCHMARKS.md).
-            partner = nearest_other_demonstrations(state, episode, task)[:, 0]
-            valid = partner >= 0
-            other = {k: batch[k].float()[partner.clamp(min=0)] for k in self.mixed_keys}
-        lam = torch.rand(len(valid), device=self.device) * c.mixup * valid
+        state = self.current_state(batch)
+        episode = torch.as_tensor(batch["episode_index"], device=state.device)
+        task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
+        # Within the batch, not over the whole training set: a window meets a different near neighbour in
+        # every batch. Partners searched over the training set, one fixed nearest per window or one of the
+        # 8 nearest drawn at every step, were tried and did no better (BENCHMARKS.md).
+        partner = nearest_other_demonstrations(state, episode, task)[:, 0]
+        lam = torch.rand(len(state), device=state.device) * c.mixup * (partner >= 0)
+        partner = partner.clamp(min=0)
         mixed = dict(batch)
-        for k in self.mixed_keys:
+        for k in (*c.state_keys, "action"):
             x = batch[k].float()
             w = lam.view(-1, *([1] * (x.ndim - 1)))
-            mixed[k] = (1 - w) * x + w * other[k]
+            mixed[k] = (1 - w) * x + w * x[partner]
         return mixed
-
-    @property
-    def mixed_keys(self) -> tuple[str, ...]:
-        """The keys `mix_demonstrations` mixes: the low-dim states and the action chunk."""
-        return (*self.config.state_keys, "action")
 
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`

@@ -34,25 +34,25 @@ def main() -> None:
     state = policy.current_state(windows)
     episode, task = torch.as_tensor(windows["episode_index"]), torch.as_tensor(windows["task_index"])
 
-    def distances(rows: torch.Tensor, k: int = 1) -> torch.Tensor:
-        partner = nearest_other_demonstrations(state[rows], episode[rows], task[rows], k)[:, k - 1]
+    def distances(rows: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
         found = partner >= 0
         return (state[rows][found] - state[rows][partner[found]]).norm(dim=1)
 
-    whole = distances(torch.arange(len(sampler)))
+    every = torch.arange(len(sampler))
+    nearest = nearest_other_demonstrations(state, episode, task, args.neighbours)  # one search, k columns
+    whole, kth = distances(every, nearest[:, 0]), distances(every, nearest[:, -1])
     rng = np.random.default_rng(0)
-    batches = torch.cat(
-        [
-            distances(torch.as_tensor(rng.choice(len(sampler), args.batch_size, replace=False)))
-            for _ in range(args.batches)
-        ]
-    )
-    kth = distances(torch.arange(len(sampler)), args.neighbours)
+    batches = []
+    for _ in range(args.batches):
+        rows = torch.as_tensor(rng.choice(len(sampler), args.batch_size, replace=False))
+        batches.append(
+            distances(rows, nearest_other_demonstrations(state[rows], episode[rows], task[rows])[:, 0])
+        )
     print(f"{len(sampler)} training windows, {len(set(task.tolist()))} task(s)")
     for name, d in (
         ("nearest over the whole training set", whole),
         (f"{args.neighbours}-th nearest over the whole training set", kth),
-        (f"nearest in batches of {args.batch_size}", batches),
+        (f"nearest in batches of {args.batch_size}", torch.cat(batches)),
     ):
         print(f"partner {name}: distance median {d.median():.3f}, mean {d.mean():.3f}")
 

@@ -319,6 +319,31 @@ def test_mixup_mixes_nearest_windows_of_other_demonstrations_of_the_same_task(na
     assert policy.eval().mix_demonstrations(batch) is batch  # never at inference
 
 
+def test_mixup_searches_partners_in_normalised_state():
+    config = make_config("diffusion", "cpu", input_shapes={"observation.state": [2]}, action_dim=1, mixup=0.5)
+    # Dimension 1 spans 100x the range of dimension 0: raw distances would pick window 1 for window 0.
+    stats = {
+        "observation.state": {
+            "min": [0.0, 0.0],
+            "max": [1.0, 100.0],
+            "mean": [0.5, 50.0],
+            "std": [0.3, 30.0],
+        },
+        "action": {"min": [-1.0], "max": [1.0], "mean": [0.0], "std": [0.5]},
+    }
+    policy = REGISTRY["diffusion"].load()[0](config, stats).train()
+    now = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.0, 5.0]])
+    batch = {
+        "observation.state": now.view(3, 1, 2).repeat(1, config.n_obs_steps, 1),
+        "action": torch.tensor([0.0, 1.0, -1.0]).view(3, 1, 1).repeat(1, config.horizon, 1),
+        "episode_index": torch.tensor([0, 1, 2]),
+        "task_index": torch.tensor([0, 0, 0]),
+    }
+    torch.manual_seed(0)
+    mixed = policy.mix_demonstrations(batch)
+    assert -0.5 <= mixed["action"][0, 0, 0].item() < 0.0  # window 0's partner is window 2 (action -1)
+
+
 def test_state_noise_perturbs_the_state_only_while_training():
     from visuomotor.policies.common.encoders import ObsEncoder
 

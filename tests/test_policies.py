@@ -131,6 +131,29 @@ def test_select_action_executes_a_chunk_then_replans(store):
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("m", [0.0, 0.5])
+def test_temporal_ensembling_averages_what_the_last_chunks_predicted_for_this_step(tmp_path, store, m):
+    build("carp", "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
+    policy = load_policy(tmp_path / "c", overrides={"temporal_ensemble": str(m), "n_action_steps": "3"})
+    chunks = [torch.randn(1, policy.config.horizon, policy.config.action_dim) for _ in range(6)]
+    made = iter(chunks)
+    policy.predict_action_chunk = lambda obs, **kw: next(made)  # chunk t is predicted at step t
+    obs = {"observation.state": torch.rand(1, 4), "task": ["reach"]}
+    policy.reset()
+    start = policy.config.n_obs_steps - 1  # a chunk's action for the step it was made at
+    for t in range(5):
+        action = policy.select_action(obs)
+        # chunks made at steps t-2 .. t still reach step t (Ta = 3); the oldest weighs exp(0) = 1
+        made_at = list(range(max(0, t - 2), t + 1))
+        w = torch.exp(-m * torch.arange(len(made_at), dtype=torch.float32))
+        offers = torch.stack([chunks[s][0, start + t - s] for s in made_at])
+        torch.testing.assert_close(action[0], (w[:, None] * offers).sum(0) / w.sum())
+    policy.reset()  # a new episode forgets the old chunks
+    torch.testing.assert_close(policy.select_action(obs)[0], chunks[5][0, start])
+    with pytest.raises(ValueError, match="temporal_ensemble must be a finite number"):
+        load_policy(tmp_path / "c", overrides={"temporal_ensemble": "nan"})
+
+
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store, name):
     from visuomotor.eval.policies import PolicySpec, build_policy, validate_checkpoint

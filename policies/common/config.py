@@ -16,7 +16,7 @@ from visuomotor.datasets.store import is_image_key
 class PolicyConfig:
     """Base config. Input shapes, action size and the task vocabulary come from the training store."""
 
-    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps",)
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "temporal_ensemble")
     """Fields a trained checkpoint may run with changed (`eval -o`): they change acting, not weights."""
 
     n_obs_steps: int = 2
@@ -25,6 +25,10 @@ class PolicyConfig:
     """Length of the predicted action chunk."""
     n_action_steps: int = 8
     """Ta: actions executed from each predicted chunk before predicting again."""
+    temporal_ensemble: float | None = None
+    """Temporal ensembling (ACT, Zhao et al. 2023): predict a chunk at every step and execute the weighted
+    mean of the actions the last Ta chunks predicted for this step, weight exp(-m i) for the i-th oldest
+    chunk (m = this value; 0 = equal weights, ACT uses 0.01). None = off: Ta actions open loop per chunk."""
     state_keys: tuple[str, ...] = ("observation.state",)
     """Low-dimensional observation keys (concatenated)."""
     image_keys: tuple[str, ...] = ()
@@ -78,6 +82,10 @@ class PolicyConfig:
             raise ValueError(
                 f"n_action_steps must be in [1, horizon - n_obs_steps + 1] = [1, "
                 f"{self.horizon - self.n_obs_steps + 1}], got {self.n_action_steps}"
+            )
+        if self.temporal_ensemble is not None and not math.isfinite(self.temporal_ensemble):
+            raise ValueError(
+                f"temporal_ensemble must be a finite number or None, got {self.temporal_ensemble}"
             )
         for name in ("state_norm", "action_norm", "image_norm"):
             if getattr(self, name) not in ("min_max", "mean_std", "identity"):

@@ -223,7 +223,8 @@ class Policy(nn.Module, ModelHubMixin, ABC):
 
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
-        """Clear the observation history and the action queue (call at every episode start)."""
+        """Clear the observation history and the action queue (call at every episode start). With temporal
+        ensembling the queue holds the recent chunks instead of the actions still to execute."""
         self._obs_history: deque[dict[str, Any]] = deque(maxlen=self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque()
 
@@ -246,16 +247,35 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             self._obs_history.extend([step] * self.config.n_obs_steps)
         else:
             self._obs_history.append(step)
+        if self.config.temporal_ensemble is not None:
+            return self._ensembled_action(self.executed_actions(self._predict_from_history(obs, step)))
         if not self._action_queue:
-            stacked: dict[str, Any] = {
-                k: torch.stack([h[k] for h in self._obs_history], dim=1) for k in step
-            }  # (B, To, ...)
-            for key in ("task", "task_index"):
-                if key in obs:
-                    stacked[key] = obs[key]
-            chunk = self.executed_actions(self.predict_action_chunk(stacked))  # (B, Ta, A)
+            chunk = self.executed_actions(self._predict_from_history(obs, step))  # (B, Ta, A)
             self._action_queue.extend(chunk.transpose(0, 1))
         return self._action_queue.popleft()
+
+    def _predict_from_history(self, obs: dict[str, Any], step: dict[str, Tensor]) -> Tensor:
+        stacked: dict[str, Any] = {
+            k: torch.stack([h[k] for h in self._obs_history], dim=1) for k in step
+        }  # (B, To, ...)
+        for key in ("task", "task_index"):
+            if key in obs:
+                stacked[key] = obs[key]
+        return self.predict_action_chunk(stacked)
+
+    def _ensembled_action(self, chunk: Tensor) -> Tensor:
+        """This step's action under temporal ensembling, given the chunk (B, Ta, A) just predicted: the
+        chunk made i steps ago offers its action i, and the offers are averaged with weights exp(-m j),
+        j = 0 for the oldest. The queue keeps the last Ta chunks, the ones that still reach this step."""
+        self._action_queue.append(chunk)
+        while len(self._action_queue) > chunk.shape[1]:
+            self._action_queue.popleft()
+        offers = torch.stack(
+            [c[:, age] for age, c in enumerate(reversed(self._action_queue))][::-1]
+        )  # (n, B, A), oldest first
+        m = float(self.config.temporal_ensemble or 0.0)
+        weights = torch.exp(-m * torch.arange(len(offers), dtype=offers.dtype, device=offers.device))
+        return torch.einsum("n,nba->ba", weights / weights.sum(), offers)
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path, **_hub_kwargs: Any) -> Path:  # type: ignore[override]

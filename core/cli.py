@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "collect scripted-expert demonstrations into an episode store",
     ),
     "eval": ("visuomotor.commands.eval", "evaluate a policy in simulation (success rate, videos, JSON)"),
+    "compare": (
+        "visuomotor.commands.compare",
+        "compare two evaluations on the same seeds, episode by episode (paired)",
+    ),
     "train": ("visuomotor.commands.train", "train a policy on an episode store"),
     "bench": ("visuomotor.commands.bench", "run a benchmark and write its figures as JSON"),
     "demo": ("visuomotor.commands.demo", "run the end-to-end quickstart on a small default"),

@@ -127,6 +127,12 @@ def format_table(per_task: dict[str, TaskSummary], overall: TaskSummary | None =
         )
         for s in [*per_task.values(), *([overall] if overall is not None else [])]
     ]
+    return text_table(header, rows, total_last=overall is not None)
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[str]], total_last: bool = False) -> str:
+    """Columns padded to their widest cell, the first left-aligned and the rest right-aligned; with
+    `total_last` a rule sets the last row (a total) apart."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
@@ -134,9 +140,10 @@ def format_table(per_task: dict[str, TaskSummary], overall: TaskSummary | None =
             c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
 
-    out = [line(header), line(["-" * w for w in widths])]
+    rule = line(["-" * w for w in widths])
+    out = [line(header), rule]
     for i, r in enumerate(rows):
-        if overall is not None and i == len(rows) - 1:
-            out.append(line(["-" * w for w in widths]))
+        if total_last and i == len(rows) - 1:
+            out.append(rule)
         out.append(line(r))
     return "\n".join(out)

@@ -255,6 +255,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         return self._action_queue.popleft()
 
     def _predict_from_history(self, obs: dict[str, Any], step: dict[str, Tensor]) -> Tensor:
+        """A chunk (B, H, A) predicted from the observation history, with this step's task fields."""
         stacked: dict[str, Any] = {
             k: torch.stack([h[k] for h in self._obs_history], dim=1) for k in step
         }  # (B, To, ...)

@@ -132,6 +132,23 @@ def load_episodes(path: str | Path) -> dict[tuple[str, int], bool]:
     return out
 
 
+def load_evaluations(paths: Sequence[str | Path]) -> dict[tuple[str, int], bool]:
+    """The episodes of several eval JSONs of one policy pooled (e.g. two seed ranges); an episode in two
+    of them is refused, since it would count twice."""
+    if not paths:
+        raise ValueError("no evaluation file given")
+    pooled: dict[tuple[str, int], bool] = {}
+    for path in paths:
+        episodes = load_episodes(path)
+        both = sorted(set(pooled) & set(episodes))
+        if both:
+            raise ValueError(
+                f"{path}: {both[0][0]} seed {both[0][1]} is already in an earlier file of the same side"
+            )
+        pooled.update(episodes)
+    return pooled
+
+
 @dataclass(frozen=True)
 class Comparison:
     per_task: dict[str, PairedSummary]

@@ -101,3 +101,18 @@ def test_bad_evaluation_files_name_the_problem(tmp_path):
     a = write_eval(tmp_path / "a.json", {"r": [True]})
     code, _, err = run_cli(["compare", a, a, "--names", "only-one"])
     assert code == 2 and "--names takes two" in err
+
+
+def test_evaluations_of_one_policy_on_two_seed_ranges_pool(tmp_path):
+    a0 = write_eval(tmp_path / "a0.json", {"r": [True, False]})
+    a1 = write_eval(tmp_path / "a1.json", {"r": [False, False]}, first_seed=1_000_002)
+    b = write_eval(tmp_path / "b.json", {"r": [True, True, True, False]})
+    code, out, err = run_cli(
+        ["compare", f"{a0},{a1}", b, "--json", str(tmp_path / "c.json"), "--rounds", "100"]
+    )
+    assert code == 0, err
+    assert "+50.0 points" in out  # 3 of 4 against 1 of 4
+    overall = json.loads((tmp_path / "c.json").read_text())["overall"]
+    assert overall["pairs"] == 4 and (overall["only_a"], overall["only_b"]) == (0, 2)
+    code, _, err = run_cli(["compare", f"{a0},{a0}", b])
+    assert code == 2 and "a0.json: r seed 1000000 is already in an earlier file" in err

@@ -6,6 +6,7 @@ success rates, their difference (B - A), the discordant pairs and the exact McNe
 a bootstrap 95% interval of the difference (seed pairs resampled within each task).
 
     visuomotor compare out/dp.json out/carp.json --names dp,carp --json out/dp_vs_carp.json
+    visuomotor compare out/dp_0.json,out/dp_50.json out/carp_0.json,out/carp_50.json   # pooled
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("a", metavar="A.json", help="the first evaluation (visuomotor eval --json)")
-    parser.add_argument("b", metavar="B.json", help="the second evaluation, on the same tasks and seeds")
+    parser.add_argument(
+        "a",
+        metavar="A.json",
+        help="the first evaluation (visuomotor eval --json); several, comma-separated, are pooled "
+        "(e.g. the same policy on two --seed-offset ranges)",
+    )
+    parser.add_argument("b", metavar="B.json", help="the second evaluation(s), on the same tasks and seeds")
     parser.add_argument("--names", metavar="A,B", help="column names for the two (default: A,B)")
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON here")
     parser.add_argument(
@@ -26,12 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visuomotor.eval.compare import compare, format_comparison, load_episodes
+    from visuomotor.eval.compare import compare, format_comparison, load_evaluations
 
     names = args.names.split(",") if args.names else ["A", "B"]
     if len(names) != 2 or not all(n.strip() for n in names):
         raise ValueError(f"--names takes two comma-separated names, got {args.names!r}")
-    result = compare(load_episodes(args.a), load_episodes(args.b), rounds=args.rounds)
+    a, b = (load_evaluations([p for p in paths.split(",") if p]) for paths in (args.a, args.b))
+    result = compare(a, b, rounds=args.rounds)
     print(format_comparison(result, names[0].strip(), names[1].strip()))
     if args.json:
         path = Path(args.json)

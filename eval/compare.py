@@ -11,6 +11,7 @@ Pure functions on plain data, so they are unit-tested without a simulator.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -179,10 +180,9 @@ def compare(
     for key in common:
         by_task.setdefault(key[0], []).append((a[key], b[key]))
     overall = summarize_pairs("all", [p for pairs in by_task.values() for p in pairs])
-    overall = PairedSummary(**{**overall.__dict__, "diff_ci95": bootstrap_diff_ci(by_task, rounds)})
     return Comparison(
         per_task={t: summarize_pairs(t, pairs) for t, pairs in by_task.items()},
-        overall=overall,
+        overall=dataclasses.replace(overall, diff_ci95=bootstrap_diff_ci(by_task, rounds)),
         unpaired_a=len(a) - len(common),
         unpaired_b=len(b) - len(common),
     )

@@ -34,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from visuomotor.eval.compare import compare, format_comparison, load_evaluations
 
-    names = args.names.split(",") if args.names else ["A", "B"]
-    if len(names) != 2 or not all(n.strip() for n in names):
+    names = [n.strip() for n in args.names.split(",")] if args.names else ["A", "B"]
+    if len(names) != 2 or not all(names):
         raise ValueError(f"--names takes two comma-separated names, got {args.names!r}")
     a, b = (load_evaluations([p for p in paths.split(",") if p]) for paths in (args.a, args.b))
     result = compare(a, b, rounds=args.rounds)
-    print(format_comparison(result, names[0].strip(), names[1].strip()))
+    print(format_comparison(result, *names))
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

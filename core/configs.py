@@ -15,9 +15,7 @@ import textwrap
 import types
 import typing
 from functools import cache
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any
 
 
 @cache
@@ -107,7 +105,7 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
     return value
 
 
-def apply_overrides(config: T, overrides: dict[str, str]) -> T:
+def apply_overrides[T](config: T, overrides: dict[str, str]) -> T:
     """A copy of `config` with `field=value` strings applied; unknown fields list the valid ones."""
     types_ = _field_types(type(config))
     changes = {}
@@ -123,7 +121,7 @@ def to_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+def from_dict[T](cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     """Build `cls` from a JSON mapping; unknown or mistyped fields raise an error naming them."""
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))

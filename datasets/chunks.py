@@ -84,7 +84,8 @@ class ChunkReader:
         codecs = list(meta.codecs)
         if not codecs or not isinstance(codecs[0], BytesCodec):
             return None
-        if codecs[0].endian is not None and codecs[0].endian.value == "big" and self.dtype.itemsize > 1:
+        endian = codecs[0].endian  # an Endian enum in zarr 3.1, a plain string in 3.4
+        if getattr(endian, "value", endian) == "big" and self.dtype.itemsize > 1:
             return None
         steps: list[Any] = []
         for codec in codecs[1:]:

@@ -1,5 +1,5 @@
 """Maps the fixed top-level folders onto one import name, `visuomotor`, and finds every subpackage in
-them, so a new subpackage cannot be left out of the wheel (docs/architecture.md, "Layout").
+them, so a new subpackage cannot be left out of the wheel (docs/architecture.md §Layout).
 
 Everything else about the package is in pyproject.toml."""
 

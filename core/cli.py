@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from visuomotor import __version__
 
-# name -> (module, one-line help). Explicit on purpose (DESIGN §8): no discovery by naming convention.
+# name -> (module, one-line help). Explicit on purpose (architecture.md §Layout): no discovery by
+# naming convention.
 COMMANDS: dict[str, tuple[str, str]] = {
     "dataset": ("visuomotor.commands.dataset", "inspect and convert episode stores"),
     "collect": (

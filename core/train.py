@@ -1,4 +1,4 @@
-"""The one training loop for every policy (DESIGN §8).
+"""The one training loop for every policy (architecture.md §Layout).
 
     store -> SequenceSampler -> policy.compute_loss -> AdamW (warmup + cosine, grad clip) -> EMA
           -> periodic rollout evaluation -> atomic best/last checkpoints -> exact resume

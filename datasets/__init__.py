@@ -3,7 +3,7 @@
 This folder sits at the repository root, so when Python runs from the root (`python -c`, `python -m`,
 pytest's rootdir insertion) the root is on `sys.path` and a plain `import datasets` would find this
 folder instead of Hugging Face `datasets`, which LeRobot needs. The guard below hands such an import over
-to the real package (DESIGN §2); `tests/test_packaging.py` keeps it honest.
+to the real package (architecture.md §Layout); `tests/test_packaging.py` keeps it honest.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The episode store: a zarr v3 group of time-major arrays plus cumulative episode ends (DESIGN §4).
+"""The episode store: a zarr v3 group of time-major arrays plus cumulative episode ends
+(architecture.md §Store).
 
     root/
       data/<key>          (total_frames, ...) ; images uint8 (T, H, W, C), one frame per chunk
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 IMAGE_PREFIX = "observation.images."
-# Low-dim arrays: large chunks (DESIGN §4); 4096 frames of a 39-d float32 state is ~640 KB.
+# Low-dim arrays: large chunks (architecture.md §Store); 4096 frames of a 39-d float32 state is ~640 KB.
 LOWDIM_CHUNK_FRAMES = 4096
 ENDS_CHUNK = 4096
 
@@ -415,7 +416,7 @@ class EpisodeStore:
                     raise StoreError(f"{where}: array '{key}' has dtype {value.dtype}, the store has {want}")
                 arrays[key] = value.astype(want, copy=False)
             elif value.dtype == np.float64 and key in FLOAT32_KEYS:
-                # DESIGN §3 keys are float32; other keys (e.g. converted stores) keep their dtype.
+                # The standard keys are float32; other keys (e.g. converted stores) keep their dtype.
                 arrays[key] = value.astype(np.float32)
             if arrays[key].dtype.kind == "f" and not np.isfinite(arrays[key]).all():
                 raise StoreError(f"{where}: array '{key}' contains NaN or inf")
@@ -451,7 +452,7 @@ class EpisodeStore:
         tasks = list(self._root.attrs.get("tasks", []))
         if task not in tasks:
             self._root.attrs["tasks"] = [*tasks, task]
-        # The commit point: grow episode_ends and write the new end (DESIGN §4).
+        # The commit point: grow episode_ends and write the new end (architecture.md §Store).
         ends_arr = self._meta["episode_ends"]
         n = self.num_episodes
         ends_arr.resize((n + 1,))

@@ -1,11 +1,11 @@
 """Simulator throughput benchmark (`visuomotor bench sim`): how fast can we step, render and collect here?
 
-Figures (DESIGN §7: machine, date and command are written next to them):
+Figures (architecture.md §Numbers: machine, date and command are written next to them):
 
 - `envs.<id>.steps_per_s_no_render`: env steps/s with `render=False` (physics + observation only).
 - `envs.<id>.render.<size>px.steps_per_s`: env steps/s with one camera rendered at that size, which is
   also its frames/s. One camera so both suites compare per image (Metaworld corner2, robosuite
-  agentview); each measurement reuses one env and its single renderer (DESIGN §6).
+  agentview); each measurement reuses one env and its single renderer (architecture.md §Rendering).
 - `collection`: scripted collection through `visuomotor.eval.collect` (64 px, 2 workers, successful
   episodes only) into a temporary store: episodes/minute and frames/s, wall time including worker start.
 

@@ -1,8 +1,8 @@
 """Scripted-expert data collection into an episode store (`visuomotor collect`).
 
 Episodes are rolled out in worker processes (`visuomotor.eval.workers`, one env and renderer each);
-this process is the one writer, committing each episode to the store as it arrives (DESIGN §4), so a
-Ctrl-C or a SIGKILL loses at most the episodes still in flight.
+this process is the one writer, committing each episode to the store as it arrives (architecture.md
+§Store), so a Ctrl-C or a SIGKILL loses at most the episodes still in flight.
 
 Choices:
 - Seeds: episode seeds count up from `seed` (default 0) per task, one per attempt; evaluation uses

@@ -1,8 +1,8 @@
 """What the rollout runner drives: the Policy protocol, built-in reference policies and how to build one.
 
-The runner only calls `reset()` and `select_action(obs)` (DESIGN §3): observation history and action
-chunking live inside the policy, so a learned Policy with an action queue plugs in unchanged.
-`obs` is a dict of batched torch tensors (B=1) with the DESIGN §3 keys plus `"task": list[str]`;
+The runner only calls `reset()` and `select_action(obs)` (architecture.md §Conventions): observation
+history and action chunking live inside the policy, so a learned Policy with an action queue plugs in
+unchanged. `obs` is a dict of batched torch tensors (B=1) with the standard keys plus `"task": list[str]`;
 images stay uint8 (B, H, W, C), exactly as stored, and the policy normalises them itself.
 
 Reference policies (registry `REFERENCE_POLICIES`, name -> factory taking the env):
@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class RolloutPolicy(Protocol):
-    """The part of the Policy API (DESIGN §3) a rollout needs."""
+    """The part of the Policy API (architecture.md §Conventions) a rollout needs."""
 
     def reset(self) -> None: ...
 
@@ -95,7 +95,7 @@ class RandomPolicy:
 
 PolicyFactory = Callable[[Any, Any], RolloutPolicy]
 
-# name -> factory(env, sim_module). Explicit registry (DESIGN §8).
+# name -> factory(env, sim_module). Explicit registry (architecture.md §Layout).
 REFERENCE_POLICIES: dict[str, PolicyFactory] = {
     "scripted": ScriptedPolicy,
     "random": RandomPolicy,

@@ -2,20 +2,22 @@
 
 Choices, each on purpose:
 
-- Seeds. Collection uses seeds 0, 1, 2, ... (`visuomotor collect`, DESIGN §5); evaluation episode `i`
-  of every task uses seed `EVAL_SEED_BASE + seed_offset + i` with `EVAL_SEED_BASE = 1_000_000`, so an
-  evaluation never replays a training episode's initial state, and two runs with the same flags see
-  the same initial states (a paired comparison of methods, DESIGN §7). The seed also seeds numpy and
-  torch before the episode, so stochastic policies (diffusion sampling, `random`) are reproducible.
+- Seeds. Collection uses seeds 0, 1, 2, ... (`visuomotor collect`, architecture.md §Evaluation);
+  evaluation episode `i` of every task uses seed `EVAL_SEED_BASE + seed_offset + i` with
+  `EVAL_SEED_BASE = 1_000_000`, so an evaluation never replays a training episode's initial state, and
+  two runs with the same flags see the same initial states (a paired comparison of methods,
+  architecture.md §Numbers). The seed also seeds numpy and torch before the episode, so stochastic
+  policies (diffusion sampling, `random`) are reproducible.
 - Success. An episode is a success if `info["success"]` is true at any step, and it stops at that
   step (or at termination / truncation / the env's step limit). Metaworld's `success` is a latched
   "task done" signal, so stopping early changes no outcome and saves most of the time of good
   policies. Returns are therefore sums up to the first success, not over a fixed horizon.
 - Parallelism. One worker process per core (`workers`), each with one env (and its one renderer,
-  DESIGN §6) reused across the episodes of a task; torch uses one thread per worker. Tasks are
-  queued task-major, so a worker switches envs rarely; it closes the old env before making a new one.
+  architecture.md §Rendering) reused across the episodes of a task; torch uses one thread per worker. Tasks
+  are queued task-major, so a worker switches envs rarely; it closes the old env before making a new one.
 - Policy interface. The runner calls only `policy.reset()` per episode and `policy.select_action(obs)`
-  per step (DESIGN §3), with batched (B=1) torch tensors; history and action chunks are the policy's.
+  per step (architecture.md §Conventions), with batched (B=1) torch tensors; history and action
+  chunks are the policy's.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ def make_worker_env(sim: Any, env_id: str, cfg: EnvConfig, seed: int | None = No
 
 
 def obs_to_torch(obs: dict[str, Any], task: str) -> dict[str, Any]:
-    """Env observation (numpy, unbatched) -> policy input (torch, B=1, DESIGN §3 keys + "task")."""
+    """Env observation (numpy, unbatched) -> policy input (torch, B=1, standard keys + "task")."""
     import torch
 
     batch: dict[str, Any] = {k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in obs.items()}

@@ -149,8 +149,8 @@ class WorkerPool:
     ) -> None:
         if num_workers < 1:
             raise ValueError(f"need at least one worker, got {num_workers}")
-        # Headless rendering by default (DESIGN §6); must be in the environment before MuJoCo is
-        # imported, and the fork server inherits the environment at its start.
+        # Headless rendering by default (architecture.md §Rendering); must be in the environment before
+        # MuJoCo is imported, and the fork server inherits the environment at its start.
         os.environ.setdefault("MUJOCO_GL", "osmesa")
         if os.environ["MUJOCO_GL"] == "osmesa":
             os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")

@@ -1,4 +1,5 @@
-"""Policies and their explicit registry (DESIGN §8: a dict of name -> classes, no naming magic)."""
+"""Policies and their explicit registry: a dict of name -> classes, no naming magic (architecture.md
+§Layout)."""
 
 from __future__ import annotations
 

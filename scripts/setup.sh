@@ -10,7 +10,7 @@ fail() {
     exit 1
 }
 
-# System packages: OSMesa / Mesa EGL for headless rendering (docs/architecture.md, "Rendering").
+# System packages: OSMesa / Mesa EGL for headless rendering (docs/architecture.md §Rendering).
 SYSTEM_PACKAGES=(libosmesa6 libgl1-mesa-dri libegl-mesa0 libegl1 libglfw3)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -1,4 +1,4 @@
-"""Simulated environments: one registry of env ids, gymnasium envs with the DESIGN §3 keys, scripted experts.
+"""Simulated environments: one registry of env ids, gymnasium envs with the standard keys, scripted experts.
 
     from visuomotor.sim import make_env, make_expert, expand_env_id, list_env_ids
 

@@ -1,6 +1,6 @@
 """The part of every simulated env that does not depend on the simulator: bookkeeping, seeding, stepping.
 
-`SimEnv` holds what Metaworld and robosuite envs share (DESIGN §3 keys, the episode seed, truncation, one
+`SimEnv` holds what Metaworld and robosuite envs share (the standard keys, the episode seed, truncation, one
 offscreen renderer per env); a subclass builds its simulator and says how to reset and step it, where its
 MuJoCo model is, and what the proprioceptive and environment state are.
 """
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class SimEnv(gym.Env):
-    """A single-task MuJoCo env with the DESIGN §3 observation keys. Subclasses wrap one simulator."""
+    """A single-task MuJoCo env with the standard keys (architecture.md §Conventions). Subclasses wrap one
+    simulator."""
 
     metadata = {"render_modes": []}  # noqa: RUF012  (gymnasium's convention: a class attribute)
 
@@ -55,7 +56,7 @@ class SimEnv(gym.Env):
         self.camera_names: tuple[str, ...] = tuple(cameras) if render else ()
         self._raw: Any = None
         self._raw_obs: Any = None
-        # Created at the first frame, then reused for every camera and step (DESIGN §6).
+        # Created at the first frame, then reused for every camera and step (architecture.md §Rendering).
         self._renderer: OffscreenRenderer | None = None
         self._elapsed_steps = 0
         if seed is not None:

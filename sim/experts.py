@@ -35,7 +35,8 @@ class Expert(abc.ABC):
 
     @abc.abstractmethod
     def act(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        """The action for `obs` (a DESIGN §3 observation dict): float32, inside the env's action space."""
+        """The action for `obs` (an observation dict, architecture.md §Conventions): float32, inside the
+        env's action space."""
 
 
 class MetaworldExpert(Expert):

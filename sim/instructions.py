@@ -1,4 +1,5 @@
-"""Natural-language instructions, one per task: the `task` text stored with every episode (DESIGN §3).
+"""Natural-language instructions, one per task: the `task` text stored with every episode
+(architecture.md §Conventions).
 
 Written from what each task's success check measures (metaworld/envs/sawyer_*_v3.py, robosuite's
 `_check_success`), in the imperative, lower case, no final full stop.

@@ -1,4 +1,4 @@
-"""Metaworld v3 single-task envs as gymnasium envs with the DESIGN §3 observation keys.
+"""Metaworld v3 single-task envs as gymnasium envs with the standard keys (architecture.md §Conventions).
 
 One Metaworld env class per task, built the way Metaworld's goal-observable envs are
 (metaworld/env_dict.py `_create_observable_goal_envs`): the goal is part of the 39-d observation, as in the
@@ -20,9 +20,9 @@ from visuomotor.sim.registry import EnvSpec
 
 # Poses of the `corner2` camera (position only; the orientation stays Metaworld's euler (3.9, 2.3, 0.6)).
 # Metaworld's own pose is far from the table, so a 64 px image shows it small; LeRobot moves the camera to
-# (0.75, 0.075, 0.7) (lerobot/envs/metaworld.py), DP3 to (0.6, 0.295, 0.8). See DESIGN §6 and
-# shared/img/metaworld_corner2_64px.png. Default: LeRobot's, the table fills the frame with the whole arm in
-# view, and datasets converted from LeRobot's Metaworld data see the same view as ours.
+# (0.75, 0.075, 0.7) (lerobot/envs/metaworld.py), DP3 to (0.6, 0.295, 0.8) (architecture.md
+# §Rendering). Default: LeRobot's, the table fills the frame with the whole arm in view, and datasets
+# converted from LeRobot's Metaworld data see the same view as ours.
 CORNER2_POSES: dict[str, tuple[float, float, float]] = {
     "lerobot": (0.75, 0.075, 0.7),
     "dp3": (0.6, 0.295, 0.8),

@@ -2,9 +2,9 @@
 
 Why not `mujoco.Renderer`: its `close()` (also run by `__del__`) destroys its GL context *before* freeing its
 `MjrContext`, so the GL object ids are deleted in whichever context is current at that moment, which is
-another renderer's. Under OSMesa that renderer then draws garbage (DESIGN §6 saw this as "a second renderer
-renders garbage"). This class makes its own context current before freeing anything, so envs with their
-own renderer can live side by side in one process and be closed in any order.
+another renderer's. Under OSMesa that renderer then draws garbage (architecture.md §Rendering records it
+as "a second renderer renders garbage"). This class makes its own context current before freeing anything, so
+envs with their own renderer can live side by side in one process and be closed in any order.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ os.environ.setdefault("MUJOCO_GL", "osmesa")
 import mujoco  # after the MUJOCO_GL default, see above
 import numpy as np
 
-# Scene flags switched off for speed. Shadows dominate software rendering (DESIGN §6: ~120 ms -> ~20 ms a
-# frame); reflections cost another ~20% here and are invisible at 64 px.
+# Scene flags switched off for speed. Shadows dominate software rendering (architecture.md §Rendering:
+# ~120 ms -> ~20 ms a frame); reflections cost another ~20% here and are invisible at 64 px.
 _FLAGS_OFF = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION)
 
 

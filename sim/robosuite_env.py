@@ -1,4 +1,5 @@
-"""robosuite single-arm tasks (Panda, OSC_POSE) as gymnasium envs with the DESIGN §3 observation keys.
+"""robosuite single-arm tasks (Panda, OSC_POSE) as gymnasium envs with the standard keys
+(architecture.md §Conventions).
 
 robosuite is imported only when one of these envs is built: it takes ~5 s to import, and Metaworld users
 should not pay for it. Images come from our own `OffscreenRenderer` on robosuite's model rather than from

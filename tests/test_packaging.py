@@ -1,4 +1,5 @@
-"""Our `datasets/` folder must never shadow Hugging Face `datasets` (DESIGN §2), and the CLI answers."""
+"""Our `datasets/` folder must never shadow Hugging Face `datasets` (architecture.md §Layout), and the CLI
+answers."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The Policy interface every policy implements (DESIGN §3), with the parts they all share:
-normalisation, observation preprocessing, the observation history / action queue of `select_action`,
-and checkpoints as `config.json` + `model.safetensors` (no pickle anywhere).
+"""The Policy interface every policy implements (architecture.md §Conventions), with the parts they
+all share: normalisation, observation preprocessing, the observation history / action queue of
+`select_action`, and checkpoints as `config.json` + `model.safetensors` (no pickle anywhere).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage 1 of CARP alone, for choosing the tokenizer's size: train a MultiScaleActionTokenizer on every
 action window of a store and print its reconstruction RMSE per action dimension (normalised units).
 
-    python scripts/carp_tokenizer_sweep.py --store data/mt10.zarr --lr 1e-3 --steps 1500 --widths 16,32
+    python experiments/carp_tokenizer_sweep.py --store data/mt10.zarr --lr 1e-3 --steps 1500 --widths 16,32
 
 One torch thread, fixed seeds; AdamW betas (0.5, 0.9), weight decay 0.005, 30 warmup steps then cosine,
 gradient clip 10 (CARP's stage-1 settings), no EMA. The figures in BENCHMARKS.md and in the CARP `cpu`

@@ -3,7 +3,7 @@ training window to the nearest window of another demonstration of the same task,
 (what `mixup` uses), over the whole training set (tried at commit 88cdd9e), and to the k-th nearest over
 the whole training set (one of the 8 nearest drawn at every step was tried at commit 56badb9).
 
-    python scripts/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64 --neighbours 8
+    python experiments/mixup_partners.py --checkpoint runs/RUN --data data/mt10.zarr --batch-size 64 --neighbours 8
 
 The checkpoint supplies the window layout and the normalisation; its own mixup setting does not matter.
 """

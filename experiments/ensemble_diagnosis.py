@@ -2,7 +2,7 @@
 `temporal_ensemble`, side by side. Prints when each succeeds, the gripper command over the first steps,
 the mean size of the xyz actions and where the hand, the object and the goal end up.
 
-    python scripts/ensemble_diagnosis.py --checkpoint runs/mt10_dp_rel2_12k --env metaworld/peg-insert-side-v3
+    python experiments/ensemble_diagnosis.py --checkpoint runs/mt10_dp_rel2_12k --env metaworld/peg-insert-side-v3
 
 The DP peg-insert figures in BENCHMARKS.md ("50 episodes per task, compared seed by seed") come from it.
 """

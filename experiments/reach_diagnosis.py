@@ -2,7 +2,7 @@
 action on states the scripted expert visits (bias vs spread between samples), and its first action as the
 goal of a training seed moves (smooth, or jumping between the demonstrations).
 
-    python scripts/reach_diagnosis.py --checkpoint runs/ab_reach
+    python experiments/reach_diagnosis.py --checkpoint runs/ab_reach
 
 Training seeds are 0-9 (the collection seeds of a 10-episode store); evaluation seeds start at 1,000,000.
 The figures in BENCHMARKS.md ("Why reach fails") come from this script.

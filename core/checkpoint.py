@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from visuomotor.rundir import RunDir, pretrained_model, training_state
+
 STATE_JSON = "state.json"
 
 
@@ -58,13 +60,13 @@ def save_training_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write checkpoint `step` atomically and point `last` at it; returns its directory."""
-    ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step-{step:07d}"
-    tmp = ckpt_root / f".tmp-step-{step:07d}-{os.getpid()}"
+    run = RunDir(run_dir)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    final = run.step_dir(step)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    eval_policy.save_pretrained(tmp / "pretrained_model")
-    state_dir = tmp / "training_state"
+    eval_policy.save_pretrained(pretrained_model(tmp))
+    state_dir = training_state(tmp)
     state_dir.mkdir(parents=True)
     save_file(
         {k: v.contiguous() for k, v in policy.state_dict().items()}, str(state_dir / "model.safetensors")
@@ -84,14 +86,14 @@ def save_training_checkpoint(
     if final.exists():  # a re-run of the same step after a resume: replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
-    point_link(ckpt_root / "last", final.name)
-    _prune(ckpt_root, keep)
+    point_link(run.last, final.name)
+    _prune(run, keep)
     return final
 
 
 def update_training_state(ckpt_dir: Path, updates: dict[str, Any]) -> None:
     """Merge `updates` into a written checkpoint's state.json, atomically (temp file + rename)."""
-    path = ckpt_dir / "training_state" / STATE_JSON
+    path = training_state(ckpt_dir) / STATE_JSON
     state = json.loads(path.read_text())
     state.update(updates)
     tmp = path.with_name(f".{STATE_JSON}.{os.getpid()}")
@@ -109,13 +111,13 @@ def point_link(link: Path, target: str) -> None:
     os.replace(tmp, link)
 
 
-def _prune(ckpt_root: Path, keep: int) -> None:
-    protected = {os.readlink(p) for p in (ckpt_root / "last", ckpt_root / "best") if p.is_symlink()}
-    steps = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
+def _prune(run: RunDir, keep: int) -> None:
+    protected = {os.readlink(p) for p in (run.last, run.best) if p.is_symlink()}
+    steps = sorted(p for p in run.checkpoints.glob("step-*") if p.is_dir())
     for old in steps[:-keep]:
         if old.name not in protected:
             shutil.rmtree(old, ignore_errors=True)
-    for stale in ckpt_root.glob(".tmp-step-*"):
+    for stale in run.checkpoints.glob(".tmp-step-*"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -136,7 +138,7 @@ def _json_default(value: Any) -> Any:
 
 def load_training_state(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(state.json contents, raw model weights, optimizer state dict) of a step directory."""
-    state_dir = ckpt_dir / "training_state"
+    state_dir = training_state(ckpt_dir)
     if not (state_dir / STATE_JSON).exists():
         raise FileNotFoundError(f"{ckpt_dir}: no training state to resume from")
     state = json.loads((state_dir / STATE_JSON).read_text())

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from visuomotor.configs import apply_overrides, from_dict, to_dict
+from visuomotor.rundir import RunDir, pretrained_model
 
 log = logging.getLogger(__name__)
 
@@ -159,37 +160,179 @@ def train(
     resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train (or resume) a run in `out`; returns a summary (also written to out/summary.json)."""
-    from visuomotor.datasets import EpisodeStore, SequenceSampler, split_episodes
-    from visuomotor.datasets.stats import load_stats
+    """Train (or resume) a run in `out`; returns a summary (also written to out/summary.json).
+
+    The steps: settle the configs (new or resumed), open the data, build the policy and its stage
+    schedule, restore a resumed run, then train step by step, logging, checkpointing and evaluating.
+    """
+    run_dir = RunDir(Path(out))
+    rank, world = _dist_info()
+    if resume:
+        config, tcfg, data = _resumed_configs(run_dir, policy_name, train_overrides)
+    else:
+        config, tcfg = _new_configs(run_dir, policy_name, preset, policy_overrides, train_overrides)
+    store, sampler, val_sampler, stats = _open_data(config, tcfg, data, resume, rank)
+    policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume)
+    if resume:
+        start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg)
+    else:
+        start_step, stage, best, history = 0, schedule.start(0), None, []
+    run = _Run(run_dir, policy_name, config, tcfg, policy, ema_policy, schedule, stage, rank == 0)
+    run.store, run.sampler, run.val_sampler = store, sampler, val_sampler
+    run.best, run.history = best, history
+    model = _distributed(policy, world, config.device, len(schedule.stages))
+    if run.is_main:
+        _write_run_json(run_dir, policy_name, preset, data, config, tcfg, world)
+        run.writer = _tensorboard(run_dir.root)
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=tcfg.steps,
+        initial=start_step,
+        desc=f"train {policy_name}",
+        disable=not (progress and run.is_main),
+    )
+    t0, losses = time.perf_counter(), []
+    run.policy.train()
+    for step in range(start_step, tcfg.steps):
+        if run.schedule.index_at(step) != run.stage.index:
+            run.stage = run.schedule.start(run.schedule.index_at(step))
+            losses = []  # do not average the new stage's loss with the old one's
+        loss, logs, grad_norm = _train_step(run, model, step, rank)
+        losses.append(loss)
+        done = step + 1
+        bar.update(1)
+        if run.is_main and (done % tcfg.log_every == 0 or done == tcfg.steps):
+            entry = _log_entry(run, done, losses, logs, grad_norm, time.perf_counter() - t0)
+            losses = []
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+        if run.is_main:
+            _checkpoint_and_evaluate(run, done)
+        run.policy.train()
+    bar.close()
+    return _finish(run, world, time.perf_counter() - t0)
+
+
+@dataclass
+class _Stage:
+    """The optimiser side of the training stage being run."""
+
+    index: int
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    params: list[nn.Parameter]
+
+
+class StageSchedule:
+    """A policy's training stages laid end to end over the run (CARP: tokenizer, then transformer).
+
+    Each stage has its own optimiser and warmup + cosine schedule over the parameters it trains. The
+    stages are a pure function of the config and the step count, which resume relies on.
+    """
+
+    def __init__(self, policy: nn.Module, ema_policy: nn.Module, tcfg: TrainConfig, name: str) -> None:
+        self.policy, self.ema_policy, self.tcfg = policy, ema_policy, tcfg
+        self.stages = policy.training_stages(tcfg.steps)
+        self.starts = [0, *itertools.accumulate(s.steps for s in self.stages)][:-1]
+        if sum(s.steps for s in self.stages) != tcfg.steps:
+            raise ValueError(
+                f"{name}: stages {[s.name for s in self.stages]} do not add up to {tcfg.steps} steps"
+            )
+
+    def index_at(self, step: int) -> int:
+        return max(i for i, start in enumerate(self.starts) if start <= step)
+
+    def batch_size(self, index: int) -> int:
+        return self.stages[index].batch_size or self.tcfg.batch_size
+
+    def start(self, index: int) -> _Stage:
+        stage, tcfg = self.stages[index], self.tcfg
+        self.policy.set_stage(stage.name)
+        self.ema_policy.set_stage(stage.name)
+        params = (
+            [p for m in stage.modules for p in self.policy.get_submodule(m).parameters()]
+            if stage.modules
+            else list(self.policy.parameters())
+        )
+        opt = torch.optim.AdamW(
+            params,
+            lr=tcfg.lr if stage.lr is None else stage.lr,
+            betas=stage.betas,
+            weight_decay=tcfg.weight_decay if stage.weight_decay is None else stage.weight_decay,
+        )
+        warmup = tcfg.warmup_steps if stage.warmup_steps is None else stage.warmup_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, stage.steps))
+        return _Stage(index, opt, scheduler, params)
+
+
+@dataclass
+class _Run:
+    """What the steps of `train` share."""
+
+    dir: RunDir
+    policy_name: str
+    config: Any
+    tcfg: TrainConfig
+    policy: Any
+    ema_policy: Any
+    schedule: StageSchedule
+    stage: _Stage
+    is_main: bool
+    store: Any = None
+    sampler: Any = None
+    val_sampler: Any = None
+    writer: Any = None
+    best: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _resumed_configs(
+    run_dir: RunDir, policy_name: str, train_overrides: dict[str, str] | None
+) -> tuple[Any, TrainConfig, str]:
+    """The configs and store a run was started with (train fields may be overridden, e.g. steps)."""
     from visuomotor.policies import get_policy_entry
 
-    rank, world = _dist_info()
-    out = Path(out)
-    run_json = out / "run.json"
-    policy_cls, config_cls, presets = get_policy_entry(policy_name).load()
-    if resume:
-        if not (out / "checkpoints" / "last").exists():
-            raise FileNotFoundError(f"{out}: nothing to resume (no checkpoints/last)")
-        saved = json.loads(run_json.read_text())
-        if saved["policy"] != policy_name:
-            raise ValueError(f"{out} is a '{saved['policy']}' run, not '{policy_name}'")
-        config = from_dict(config_cls, saved["policy_config"], where=f"{run_json}:policy_config")
-        tcfg = apply_overrides(
-            from_dict(TrainConfig, saved["train_config"], where=str(run_json)), train_overrides or {}
+    if not run_dir.last.exists():
+        raise FileNotFoundError(f"{run_dir.root}: nothing to resume (no checkpoints/last)")
+    saved = json.loads(run_dir.run_json.read_text())
+    if saved["policy"] != policy_name:
+        raise ValueError(f"{run_dir.root} is a '{saved['policy']}' run, not '{policy_name}'")
+    config_cls = get_policy_entry(policy_name).load()[1]
+    where = str(run_dir.run_json)
+    config = from_dict(config_cls, saved["policy_config"], where=f"{where}:policy_config")
+    tcfg = apply_overrides(from_dict(TrainConfig, saved["train_config"], where=where), train_overrides or {})
+    return config, tcfg, saved["data"]
+
+
+def _new_configs(
+    run_dir: RunDir,
+    policy_name: str,
+    preset: str,
+    policy_overrides: dict[str, str] | None,
+    train_overrides: dict[str, str] | None,
+) -> tuple[Any, TrainConfig]:
+    """The configs of a new run: the preset plus the overrides."""
+    from visuomotor.policies import get_policy_entry
+
+    _, config_cls, presets = get_policy_entry(policy_name).load()
+    if run_dir.checkpoints.exists():
+        raise FileExistsError(
+            f"{run_dir.root} already holds a run; pass --resume to continue it or choose a new --out"
         )
-        data = saved["data"]
-    else:
-        if (out / "checkpoints").exists():
-            raise FileExistsError(
-                f"{out} already holds a run; pass --resume to continue it or choose a new --out"
-            )
-        if preset not in presets or preset not in TRAIN_PRESETS:
-            raise ValueError(
-                f"unknown preset {preset!r}; presets: {sorted(set(presets) & set(TRAIN_PRESETS))}"
-            )
-        config = apply_overrides(config_cls(**presets[preset]), policy_overrides or {})
-        tcfg = apply_overrides(TrainConfig(**TRAIN_PRESETS[preset]), train_overrides or {})
+    if preset not in presets or preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(set(presets) & set(TRAIN_PRESETS))}")
+    config = apply_overrides(config_cls(**presets[preset]), policy_overrides or {})
+    return config, apply_overrides(TrainConfig(**TRAIN_PRESETS[preset]), train_overrides or {})
+
+
+def _open_data(
+    config: Any, tcfg: TrainConfig, data: str | Path, resume: bool, rank: int
+) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """The store, the training and validation samplers, and the normalisation statistics; a new run's
+    config takes its shapes and tasks from the store."""
+    from visuomotor.datasets import EpisodeStore, SequenceSampler, split_episodes
+    from visuomotor.datasets.stats import load_stats
 
     store = EpisodeStore.open(data)
     if store.num_episodes == 0:
@@ -200,196 +343,174 @@ def train(
         config.action_dim = int(store.shape("action")[0])
         config.tasks = store.tasks if len(store.tasks) > 1 else []
     config.validate_inputs()
-
-    torch.manual_seed(tcfg.seed + rank)
+    torch.manual_seed(tcfg.seed + rank)  # before the policy's weights are drawn
     train_eps, val_eps = split_episodes(store.num_episodes, tcfg.val_ratio, tcfg.seed)
     spec = config.window_spec()
     sampler = SequenceSampler(store, spec, episodes=train_eps)
     val_sampler = SequenceSampler(store, spec, episodes=val_eps) if len(val_eps) else None
     if len(sampler) == 0:
         raise ValueError(f"{data}: no training windows (episodes too short for horizon {config.horizon}?)")
-    stats = load_stats(store, [*config.input_keys, "action"])
+    return store, sampler, val_sampler, load_stats(store, [*config.input_keys, "action"])
 
-    policy = policy_cls(config, stats).to(config.device)
+
+def _build_policy(
+    policy_name: str, config: Any, tcfg: TrainConfig, stats: dict[str, Any], resume: bool
+) -> tuple[Any, Any, StageSchedule]:
+    """The policy, its EMA copy (the policy itself without EMA) and its stage schedule."""
+    from visuomotor.policies import get_policy_entry
+
+    policy = get_policy_entry(policy_name).load()[0](config, stats).to(config.device)
     if not resume:
         policy.prepare_training()
     ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy
-    stages = policy.training_stages(tcfg.steps)
-    starts = [0, *itertools.accumulate(s.steps for s in stages)][:-1]
-    if sum(s.steps for s in stages) != tcfg.steps:
-        raise ValueError(
-            f"{policy_name}: stages {[s.name for s in stages]} do not add up to {tcfg.steps} steps"
-        )
+    return policy, ema_policy, StageSchedule(policy, ema_policy, tcfg, policy_name)
 
-    def stage_at(step: int) -> int:
-        return max(i for i, start in enumerate(starts) if start <= step)
 
-    def start_stage(i: int) -> tuple[torch.optim.Optimizer, Any, list[nn.Parameter]]:
-        """Optimiser and schedule of stage i, over the parameters it trains (warmup + cosine per stage)."""
-        stage = stages[i]
-        policy.set_stage(stage.name)
-        ema_policy.set_stage(stage.name)
-        params = (
-            [p for m in stage.modules for p in policy.get_submodule(m).parameters()]
-            if stage.modules
-            else list(policy.parameters())
-        )
-        opt = torch.optim.AdamW(
-            params,
-            lr=tcfg.lr if stage.lr is None else stage.lr,
-            betas=stage.betas,
-            weight_decay=tcfg.weight_decay if stage.weight_decay is None else stage.weight_decay,
-        )
-        warmup = tcfg.warmup_steps if stage.warmup_steps is None else stage.warmup_steps
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(warmup, stage.steps)), params
+def _restore(
+    run_dir: RunDir, policy: Any, ema_policy: Any, schedule: StageSchedule, tcfg: TrainConfig
+) -> tuple[int, _Stage, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Load the last checkpoint's weights, optimiser, schedule and RNG. Returns the step to go on from,
+    its stage, and the best checkpoint and history so far."""
+    from safetensors.torch import load_model
 
-    start_step, best, history = 0, None, []
+    from visuomotor.checkpoint import load_training_state
 
-    from visuomotor.checkpoint import (
-        load_training_state,
-        point_link,
-        save_training_checkpoint,
-        update_training_state,
-    )
+    ckpt = run_dir.last.resolve()
+    state, weights, opt_state = load_training_state(ckpt)
+    policy.load_state_dict(weights)
+    if tcfg.ema:
+        load_model(ema_policy, str(pretrained_model(ckpt) / "model.safetensors"))
+    step = state["step"]
+    stage = schedule.start(schedule.index_at(min(step, tcfg.steps - 1)))
+    # The saved optimiser belongs to the stage of the last step taken; at a stage boundary the new
+    # stage starts fresh, exactly as the uninterrupted run did.
+    if schedule.index_at(step - 1) == stage.index:
+        stage.optimizer.load_state_dict(opt_state)
+        stage.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    log.info("resumed %s at step %d", run_dir.root, step)
+    return step, stage, state.get("best"), state.get("history", [])
 
-    if resume:
-        ckpt = (out / "checkpoints" / "last").resolve()
-        state, weights, opt_state = load_training_state(ckpt)
-        policy.load_state_dict(weights)
-        if tcfg.ema:
-            from safetensors.torch import load_model
 
-            load_model(ema_policy, str(ckpt / "pretrained_model" / "model.safetensors"))
-        start_step, best, history = state["step"], state.get("best"), state.get("history", [])
-    current = stage_at(min(start_step, tcfg.steps - 1))
-    optimizer, scheduler, stage_params = start_stage(current)
-    if resume:
-        # The saved optimiser belongs to the stage of the last step taken; at a stage boundary the new
-        # stage starts fresh, exactly as the uninterrupted run did.
-        if stage_at(start_step - 1) == current:
-            optimizer.load_state_dict(opt_state)
-            scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        log.info("resumed %s at step %d", out, start_step)
+def _distributed(policy: nn.Module, world: int, device: str, n_stages: int) -> nn.Module:
+    """The module the loop calls: the policy, or its DDP wrapper under torchrun."""
+    if world == 1:
+        return policy
+    import torch.distributed as dist
 
-    model: nn.Module = policy
-    if world > 1:
-        import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("gloo" if device == "cpu" else "nccl")
+    # Multi-stage policies leave the other stages' parameters out of the graph.
+    return nn.parallel.DistributedDataParallel(policy, find_unused_parameters=n_stages > 1)
 
-        if not dist.is_initialized():
-            dist.init_process_group("gloo" if config.device == "cpu" else "nccl")
-        # Multi-stage policies leave the other stages' parameters out of the graph.
-        model = nn.parallel.DistributedDataParallel(policy, find_unused_parameters=len(stages) > 1)
-    is_main = rank == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        run_json.write_text(
-            json.dumps(
-                {
-                    "policy": policy_name,
-                    "preset": preset,
-                    "data": str(Path(data).resolve()),
-                    "policy_config": to_dict(config),
-                    "train_config": to_dict(tcfg),
-                    "world_size": world,
-                },
-                indent=2,
-            )
-        )
-    writer = _tensorboard(out) if is_main else None
 
-    def save(step: int) -> Path:
-        extra = {"best": best, "history": history, "train_config": to_dict(tcfg)}
-        return save_training_checkpoint(
-            out, step, policy, ema_policy, optimizer, scheduler, extra, keep=tcfg.keep_checkpoints
-        )
-
-    from tqdm import tqdm
-
-    bar = tqdm(
-        total=tcfg.steps, initial=start_step, desc=f"train {policy_name}", disable=not (progress and is_main)
-    )
-    t0, losses = time.perf_counter(), []
-    policy.train()
-    for step in range(start_step, tcfg.steps):
-        if stage_at(step) != current:
-            current = stage_at(step)
-            optimizer, scheduler, stage_params = start_stage(current)
-            losses = []  # do not average the new stage's loss with the old one's
-        if step == starts[current] and current > 0:
-            # A new stage evaluates and saves what the previous stages actually trained, not their EMA
-            # (CARP: stage 2 is trained against the live tokenizer weights).
-            ema_policy.load_state_dict(policy.state_dict())
-        batch_size = stages[current].batch_size or tcfg.batch_size
-        idx = batch_indices(len(sampler), batch_size, tcfg.seed, step, rank)
-        batch = {k: torch.from_numpy(v).to(config.device) for k, v in sampler.sample(idx).items()}
-        loss, logs = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = (
-            float(nn.utils.clip_grad_norm_(stage_params, tcfg.grad_clip)) if tcfg.grad_clip > 0 else 0.0
-        )
-        optimizer.step()
-        scheduler.step()
-        if tcfg.ema:
-            ema_update(ema_policy, policy, step - starts[current], tcfg.ema_power, tcfg.ema_max_decay)
-        losses.append(loss.item())
-        done = step + 1
-        bar.update(1)
-        if is_main and (done % tcfg.log_every == 0 or done == tcfg.steps):
-            entry = {
-                "step": done,
-                "loss": float(np.mean(losses)),
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": grad_norm,
-                **({"stage": current} if len(stages) > 1 else {}),
-                "wall_s": time.perf_counter() - t0,
-                **{k: v for k, v in logs.items() if k != "loss"},
-            }
-            if val_sampler is not None:
-                entry["val_loss"] = _val_loss(ema_policy, val_sampler, tcfg, config.device)
-            losses = []
-            history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.4f}")
-            if writer:
-                for k, v in entry.items():
-                    if k != "step":
-                        writer.add_scalar(f"train/{k}", v, done)
-        want_eval = tcfg.eval_episodes > 0 and (
-            (tcfg.eval_every and done % tcfg.eval_every == 0) or done == tcfg.steps
-        )
-        if is_main and (done % tcfg.save_every == 0 or done == tcfg.steps or want_eval):
-            ckpt = save(done)
-            if want_eval:
-                report = _rollout(ckpt / "pretrained_model", tcfg.eval_env or store.env_id, tcfg, store)
-                history.append({"step": done, "success_rate": report["success_rate"], "ci95": report["ci95"]})
-                if writer:
-                    writer.add_scalar("eval/success_rate", report["success_rate"], done)
-                if best is None or report["success_rate"] > best["success_rate"]:
-                    best = {"step": done, "success_rate": report["success_rate"]}
-                    point_link(out / "checkpoints" / "best", ckpt.name)
-                # Record the evaluation in that checkpoint's state (a resumed run keeps best and history).
-                update_training_state(ckpt, {"best": best, "history": history})
-        policy.train()
-    bar.close()
-
-    if world > 1:
-        _check_replicas_agree(policy)
-    summary = {
-        "policy": policy_name,
-        "steps": tcfg.steps,
-        "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
-        "best": best,
-        "train_wall_s": time.perf_counter() - t0,
-        "params": sum(p.numel() for p in policy.parameters()),
-        "run_dir": str(out),
+def _write_run_json(
+    run_dir: RunDir, name: str, preset: str, data: str | Path, config: Any, tcfg: TrainConfig, world: int
+) -> None:
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    record = {
+        "policy": name,
+        "preset": preset,
+        "data": str(Path(data).resolve()),
+        "policy_config": to_dict(config),
+        "train_config": to_dict(tcfg),
+        "world_size": world,
     }
-    if is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        (out / "metrics.json").write_text(json.dumps(history, indent=2))
-        _plot(history, out)
-        if writer:
-            writer.close()
+    run_dir.run_json.write_text(json.dumps(record, indent=2))
+
+
+def _train_step(run: _Run, model: nn.Module, step: int, rank: int) -> tuple[float, dict[str, float], float]:
+    """One optimiser step on the batch of `step`; returns (loss, logged scalars, gradient norm)."""
+    stage, tcfg, device = run.stage, run.tcfg, run.config.device
+    stage_start = run.schedule.starts[stage.index]
+    if step == stage_start and stage.index > 0:
+        # A new stage evaluates and saves what the previous stages actually trained, not their EMA
+        # (CARP: stage 2 is trained against the live tokenizer weights).
+        run.ema_policy.load_state_dict(run.policy.state_dict())
+    idx = batch_indices(len(run.sampler), run.schedule.batch_size(stage.index), tcfg.seed, step, rank)
+    batch = {k: torch.from_numpy(v).to(device) for k, v in run.sampler.sample(idx).items()}
+    loss, logs = model(batch)
+    stage.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(nn.utils.clip_grad_norm_(stage.params, tcfg.grad_clip)) if tcfg.grad_clip > 0 else 0.0
+    stage.optimizer.step()
+    stage.scheduler.step()
+    if tcfg.ema:
+        ema_update(run.ema_policy, run.policy, step - stage_start, tcfg.ema_power, tcfg.ema_max_decay)
+    return loss.item(), logs, grad_norm
+
+
+def _log_entry(
+    run: _Run, done: int, losses: list[float], logs: dict[str, float], grad_norm: float, wall_s: float
+) -> dict[str, Any]:
+    """Record the scalars of the last `log_every` steps in the history and TensorBoard."""
+    entry = {
+        "step": done,
+        "loss": float(np.mean(losses)),
+        "lr": run.stage.scheduler.get_last_lr()[0],
+        "grad_norm": grad_norm,
+        **({"stage": run.stage.index} if len(run.schedule.stages) > 1 else {}),
+        "wall_s": wall_s,
+        **{k: v for k, v in logs.items() if k != "loss"},
+    }
+    if run.val_sampler is not None:
+        entry["val_loss"] = _val_loss(run.ema_policy, run.val_sampler, run.tcfg, run.config.device)
+    run.history.append(entry)
+    if run.writer:
+        for k, v in entry.items():
+            if k != "step":
+                run.writer.add_scalar(f"train/{k}", v, done)
+    return entry
+
+
+def _checkpoint_and_evaluate(run: _Run, done: int) -> None:
+    """Save a checkpoint when one is due; roll it out when an evaluation is due, and track the best."""
+    from visuomotor.checkpoint import point_link, save_training_checkpoint, update_training_state
+
+    tcfg = run.tcfg
+    want_eval = tcfg.eval_episodes > 0 and (
+        (tcfg.eval_every and done % tcfg.eval_every == 0) or done == tcfg.steps
+    )
+    if not (done % tcfg.save_every == 0 or done == tcfg.steps or want_eval):
+        return
+    extra = {"best": run.best, "history": run.history, "train_config": to_dict(tcfg)}
+    optimizer, scheduler = run.stage.optimizer, run.stage.scheduler
+    policies = (run.policy, run.ema_policy)
+    ckpt = save_training_checkpoint(
+        run.dir.root, done, *policies, optimizer, scheduler, extra, tcfg.keep_checkpoints
+    )
+    if not want_eval:
+        return
+    report = _rollout(pretrained_model(ckpt), tcfg.eval_env or run.store.env_id, tcfg, run.store)
+    run.history.append({"step": done, "success_rate": report["success_rate"], "ci95": report["ci95"]})
+    if run.writer:
+        run.writer.add_scalar("eval/success_rate", report["success_rate"], done)
+    if run.best is None or report["success_rate"] > run.best["success_rate"]:
+        run.best = {"step": done, "success_rate": report["success_rate"]}
+        point_link(run.dir.best, ckpt.name)
+    # Record the evaluation in that checkpoint's state (a resumed run keeps best and history).
+    update_training_state(ckpt, {"best": run.best, "history": run.history})
+
+
+def _finish(run: _Run, world: int, wall_s: float) -> dict[str, Any]:
+    """Check the replicas agree, write the summary, metrics and plots; returns the summary."""
+    if world > 1:
+        _check_replicas_agree(run.policy)
+    summary = {
+        "policy": run.policy_name,
+        "steps": run.tcfg.steps,
+        "final_loss": next((h["loss"] for h in reversed(run.history) if "loss" in h), None),
+        "best": run.best,
+        "train_wall_s": wall_s,
+        "params": sum(p.numel() for p in run.policy.parameters()),
+        "run_dir": str(run.dir.root),
+    }
+    if run.is_main:
+        run.dir.summary_json.write_text(json.dumps(summary, indent=2))
+        run.dir.metrics_json.write_text(json.dumps(run.history, indent=2))
+        _plot(run.history, run.dir.root)
+        if run.writer:
+            run.writer.close()
     return summary
 
 

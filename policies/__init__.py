@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visuomotor.rundir import resolve_checkpoint
+
 
 @dataclass(frozen=True)
 class PolicyEntry:
@@ -51,20 +53,3 @@ def load_policy(path: str | Path, device: str | None = None, overrides: Mapping[
     meta = read_checkpoint_meta(path)
     policy_cls, _, _ = get_policy_entry(meta["policy"]).load()
     return policy_cls.from_pretrained(path, device=device, overrides=overrides)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint directory from a checkpoint, a step directory, or a run directory."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
-    for candidate in (
-        path,
-        path / "pretrained_model",
-        path / "checkpoints" / "best" / "pretrained_model",
-        path / "checkpoints" / "last" / "pretrained_model",
-    ):
-        if (candidate / "config.json").exists():
-            return candidate
-    raise FileNotFoundError(
-        f"{path}: not a checkpoint (no config.json) nor a run directory (no checkpoints/last or best)"
-    )

@@ -1,0 +1,76 @@
+"""The layout of a training run's directory, in one place (architecture.md §Training runs).
+
+RUN/
+  run.json  summary.json  metrics.json  loss.png  success.png  tensorboard/
+  checkpoints/
+    step-0000500/
+      pretrained_model/    config.json + model.safetensors: what evaluation loads
+      training_state/      raw weights, optimiser, RNG, state.json: what --resume loads
+    last -> step-0000500
+    best -> step-0000300
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+PRETRAINED_MODEL = "pretrained_model"
+TRAINING_STATE = "training_state"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory; nothing here touches the disk."""
+
+    root: Path
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def summary_json(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best"
+
+    def step_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:07d}"
+
+
+def pretrained_model(step_dir: Path) -> Path:
+    """The loadable checkpoint inside a step directory."""
+    return step_dir / PRETRAINED_MODEL
+
+
+def training_state(step_dir: Path) -> Path:
+    """The resume state inside a step directory."""
+    return step_dir / TRAINING_STATE
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A loadable checkpoint from a checkpoint, a step directory, or a run directory (best, else last)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
+    run = RunDir(path)
+    for candidate in (path, pretrained_model(path), pretrained_model(run.best), pretrained_model(run.last)):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise FileNotFoundError(
+        f"{path}: not a checkpoint (no config.json) nor a run directory (no checkpoints/last or best)"
+    )

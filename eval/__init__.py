@@ -1,4 +1,4 @@
-"""Evaluation: rollout runner, success metrics, videos, data collection and simulator benchmarks.
+"""Evaluation: rollout runner, success metrics, videos, paired comparison and benchmarks.
 
     from visuomotor.eval import PolicySpec, evaluate, wilson_interval
 
@@ -6,9 +6,9 @@
     print(report.table(), report.overall.success_rate, report.overall.ci95)
 
 Modules: `metrics` (Wilson interval, summaries), `policies` (Policy protocol, reference policies),
-`rollout` (parallel runner, JSON, plot), `video`, `workers` (process pool), `collect` (expert data
-collection into an episode store), `bench_sim` (simulator throughput). Importing this package loads
-neither torch nor a simulator.
+`rollout` (parallel runner, JSON, plot), `video`, `compare` (paired comparison of two evaluations),
+`bench/` (the `visuomotor bench` benchmarks). The worker pool is `visuomotor.sim.workers`. Importing
+this package loads neither torch nor a simulator.
 """
 
 from visuomotor.eval.metrics import EpisodeResult, TaskSummary, summarize, wilson_interval

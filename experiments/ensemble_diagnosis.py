@@ -14,9 +14,10 @@ import argparse
 import numpy as np
 import torch
 
-from visuomotor.eval.rollout import EVAL_SEED_BASE, action_to_numpy, obs_to_torch
+from visuomotor.eval.rollout import action_to_numpy, obs_to_torch
 from visuomotor.policies import load_policy
 from visuomotor.sim import make_env
+from visuomotor.sim.workers import EVAL_SEED_BASE
 
 
 def run_episode(policy, env, seed: int) -> tuple[int | None, np.ndarray, np.ndarray]:

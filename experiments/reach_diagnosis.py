@@ -16,15 +16,9 @@ import numpy as np
 import torch
 
 from visuomotor.eval.policies import PolicySpec, build_policy
-from visuomotor.eval.rollout import (
-    EVAL_SEED_BASE,
-    EnvConfig,
-    action_to_numpy,
-    load_sim,
-    make_worker_env,
-    obs_to_torch,
-)
+from visuomotor.eval.rollout import action_to_numpy, obs_to_torch
 from visuomotor.sim import make_expert
+from visuomotor.sim.workers import EVAL_SEED_BASE, EnvConfig, load_sim, make_worker_env
 
 ENV = "metaworld/reach-v3"
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from visuomotor.datasets import EpisodeStore
-from visuomotor.eval.collect import collect
 from visuomotor.eval.rollout import EVAL_SEED_BASE, EnvConfig
+from visuomotor.sim.collect import collect
 
 FAKE = EnvConfig(cameras=("corner2",), sim_module="test_eval_fake_env", image_size=16)
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from visuomotor.eval.workers import SigintFlag, WorkerPool
+from visuomotor.sim.workers import SigintFlag, WorkerPool
 
 
 def _sleep(seconds: float) -> float:

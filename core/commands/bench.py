@@ -8,10 +8,10 @@ import json
 
 # name -> module with run_benchmark(json_path, quick=...) -> dict
 BENCHMARKS: dict[str, str] = {
-    "dataload": "visuomotor.eval.bench_dataload",
-    "sim": "visuomotor.eval.bench_sim",
-    "latency": "visuomotor.eval.bench_latency",
-    "tokenizer": "visuomotor.eval.bench_tokenizer",
+    "dataload": "visuomotor.eval.bench.dataload",
+    "sim": "visuomotor.eval.bench.sim",
+    "latency": "visuomotor.eval.bench.latency",
+    "tokenizer": "visuomotor.eval.bench.tokenizer",
 }
 
 

@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visuomotor.eval.collect import collect
     from visuomotor.eval.rollout import EnvConfig
+    from visuomotor.sim.collect import collect
 
     cfg = EnvConfig(
         cameras=tuple(args.camera) if args.camera else None,

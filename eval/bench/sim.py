@@ -6,7 +6,7 @@ Figures (architecture.md §Numbers: machine, date and command are written next t
 - `envs.<id>.render.<size>px.steps_per_s`: env steps/s with one camera rendered at that size, which is
   also its frames/s. One camera so both suites compare per image (Metaworld corner2, robosuite
   agentview); each measurement reuses one env and its single renderer (architecture.md §Rendering).
-- `collection`: scripted collection through `visuomotor.eval.collect` (64 px, 2 workers, successful
+- `collection`: scripted collection through `visuomotor.sim.collect` (64 px, 2 workers, successful
   episodes only) into a temporary store: episodes/minute and frames/s, wall time including worker start.
 
 Random actions drive the step/render timings (seeded): throughput, not behaviour, is measured.
@@ -80,7 +80,7 @@ def _bench_steps(job: StepBench) -> dict[str, Any]:
 
 
 def _run_isolated(job: StepBench) -> dict[str, Any]:
-    from visuomotor.eval.workers import WorkerPool
+    from visuomotor.sim.workers import WorkerPool
 
     with WorkerPool(_bench_steps, 1) as pool:
         pool.submit(0, job)
@@ -154,8 +154,8 @@ def run_benchmark(json_path: str | None, quick: bool = False) -> dict:
 
 
 def _bench_collection(quick: bool) -> dict[str, Any]:
-    from visuomotor.eval.collect import collect
     from visuomotor.eval.rollout import EnvConfig
+    from visuomotor.sim.collect import collect
 
     env = "metaworld/reach-v3" if quick else COLLECT_ENV
     per_task = 1 if quick else 2

@@ -15,6 +15,8 @@ exit by themselves when the parent is SIGKILLed instead of lingering as orphans.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import multiprocessing as mp
 import os
@@ -23,6 +25,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -245,3 +248,96 @@ class WorkerPool:
             self.close()
         else:
             self.terminate()
+
+
+# ------------------------------------------------------------------------------ envs and seeds for workers
+EVAL_SEED_BASE = 1_000_000
+"""First evaluation seed; collection seeds count up from 0 and must stay below this."""
+
+DEFAULT_SIM_MODULE = "visuomotor.sim"
+
+
+def eval_seed(episode: int, seed_offset: int = 0) -> int:
+    """Seed of evaluation episode `episode` (the same for every task)."""
+    return EVAL_SEED_BASE + seed_offset + episode
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How workers build envs (picklable; one env per worker per task)."""
+
+    cameras: tuple[str, ...] | None = None
+    """Cameras to render; None -> the env's default (Metaworld: corner2; robosuite: agentview + wrist)."""
+    image_size: int = 64
+    render: bool = True
+    max_episode_steps: int | None = None
+    sim_module: str = DEFAULT_SIM_MODULE
+    """Module providing `make_env`, `make_expert`, `expand_env_id` (tests pass a fake)."""
+    terminate_on_success: bool = True
+    """End an episode at its first successful step (collection with settle steps turns this off)."""
+
+
+def load_sim(sim_module: str = DEFAULT_SIM_MODULE) -> Any:
+    return importlib.import_module(sim_module)
+
+
+def check_run_args(episodes: int, workers: int) -> None:
+    """Validate the --episodes and --workers that `evaluate` and `collect` share (same rules, same words)."""
+    if episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side: module-level state, one env (one renderer) per worker process.
+
+
+class _EnvSlot:
+    """The worker's current env, its policy and the key they were built for."""
+
+    def __init__(self) -> None:
+        self.key: Any = None
+        self.env: Any = None
+        self.extra: Any = None
+
+    def get(self, key: Any, build_env, build_extra=None) -> tuple[Any, Any]:
+        if key != self.key:
+            self.close()
+            self.env = build_env()
+            self.extra = build_extra(self.env) if build_extra is not None else None
+            self.key = key
+        return self.env, self.extra
+
+    def close(self) -> None:
+        if self.env is not None:
+            try:
+                self.env.close()
+            except Exception:  # a failing close must not mask the next task's result
+                logger.debug("env close failed", exc_info=True)
+        self.key = self.env = self.extra = None
+
+
+SLOT = _EnvSlot()
+"""This worker process's env (one renderer per process, architecture.md §Rendering)."""
+
+
+def worker_init() -> None:
+    """Per-worker setup: one torch thread per process (the workers already use every core)."""
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # already set, or parallel work already ran in this process
+        torch.set_num_interop_threads(1)
+
+
+def make_worker_env(sim: Any, env_id: str, cfg: EnvConfig, seed: int | None = None) -> Any:
+    return sim.make_env(
+        env_id,
+        cameras=None if cfg.cameras is None else tuple(cfg.cameras),
+        image_size=cfg.image_size,
+        render=cfg.render,
+        seed=seed,
+        max_episode_steps=cfg.max_episode_steps,
+        terminate_on_success=cfg.terminate_on_success,
+    )

@@ -1,0 +1,6 @@
+"""`visuomotor bench NAME`: one module a benchmark, each with `run_benchmark(json_path, quick=...) -> dict`.
+
+`dataload` (episode store and sampler throughput), `sim` (simulator steps, rendering, collection),
+`latency` (inference per action chunk, every registered policy), `tokenizer` (CARP's reconstruction
+error). Figures, commands and dates are in BENCHMARKS.md.
+"""

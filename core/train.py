@@ -68,8 +68,6 @@ class TrainConfig:
     """Processes for rollouts."""
     val_ratio: float = 0.0
     """Fraction of episodes held out for a validation loss."""
-    num_workers: int = 0
-    """DataLoader worker processes (0: the batched path in the main process)."""
     seed: int = 0
     """Seed for initialisation, batches and noise."""
     keep_checkpoints: int = 2
@@ -84,6 +82,9 @@ class TrainConfig:
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
 
+
+REMOVED_TRAIN_FIELDS = ("num_workers",)
+"""Fields older runs recorded that no longer exist (never read); dropped so those runs still resume."""
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"steps": 3000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 200, "save_every": 500},
@@ -301,7 +302,8 @@ def _resumed_configs(
     config_cls = get_policy_entry(policy_name).load()[1]
     where = str(run_dir.run_json)
     config = from_dict(config_cls, saved["policy_config"], where=f"{where}:policy_config")
-    tcfg = apply_overrides(from_dict(TrainConfig, saved["train_config"], where=where), train_overrides or {})
+    saved_train = {k: v for k, v in saved["train_config"].items() if k not in REMOVED_TRAIN_FIELDS}
+    tcfg = apply_overrides(from_dict(TrainConfig, saved_train, where=where), train_overrides or {})
     return config, tcfg, saved["data"]
 
 

@@ -32,11 +32,11 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
+from visuomotor.keys import IMAGE_PREFIX
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-IMAGE_PREFIX = "observation.images."
 # Low-dim arrays: large chunks (architecture.md §Store); 4096 frames of a 39-d float32 state is ~640 KB.
 LOWDIM_CHUNK_FRAMES = 4096
 ENDS_CHUNK = 4096

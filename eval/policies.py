@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from visuomotor.keys import IMAGE_PREFIX, camera_of, image_key
+
 
 @runtime_checkable
 class RolloutPolicy(Protocol):
@@ -49,8 +51,6 @@ def unbatch(obs: dict[str, Any]) -> dict[str, Any]:
 class ScriptedPolicy:
     """The simulator's scripted expert behind the Policy interface."""
 
-    needs_images = False
-
     def __init__(self, env: Any, sim: Any) -> None:
         self.expert = sim.make_expert(env)
 
@@ -70,8 +70,6 @@ class RandomPolicy:
 
     The runner seeds torch per episode, so random rollouts are reproducible from the episode seed.
     """
-
-    needs_images = False
 
     def __init__(self, env: Any, sim: Any = None) -> None:
         import numpy as np
@@ -170,11 +168,10 @@ def validate_checkpoint(
             with_inference_overrides(config, steps, f"--n-action-steps for {path}")
     info: dict[str, Any] = {"cameras": None, "image_size": None}
     shapes = meta.get("config", {}).get("input_shapes", {}) or {}
-    prefix = "observation.images."
-    cams = [k[len(prefix) :] for k in shapes if k.startswith(prefix)]
+    cams = [camera_of(k) for k in shapes if k.startswith(IMAGE_PREFIX)]
     if cams:
         info["cameras"] = cams
-        info["image_size"] = int(shapes[f"{prefix}{cams[0]}"][0])  # (H, W, C)
+        info["image_size"] = int(shapes[image_key(cams[0])][0])  # (H, W, C)
     return info
 
 
@@ -184,7 +181,5 @@ def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
         return REFERENCE_POLICIES[spec.name](env, sim)
     from visuomotor.policies import load_policy
 
-    policy = load_policy(str(spec.checkpoint), device="cpu", overrides=spec.config_overrides)  # CPU workers
-    if hasattr(policy, "eval"):
-        policy.eval()
-    return policy
+    # CPU workers; a loaded policy is already in eval mode.
+    return load_policy(str(spec.checkpoint), device="cpu", overrides=spec.config_overrides)

@@ -35,6 +35,7 @@ import numpy as np
 
 from visuomotor.eval.metrics import EpisodeResult, TaskSummary, format_table, summarize
 from visuomotor.eval.policies import PolicySpec, build_policy
+from visuomotor.keys import image_key
 from visuomotor.sim.workers import (
     EVAL_SEED_BASE,
     SLOT,
@@ -71,7 +72,7 @@ def action_to_numpy(action: Any, space: Any) -> np.ndarray:
 
 
 def camera_frames(obs: dict[str, Any], cameras: Sequence[str]) -> list[np.ndarray]:
-    return [obs[f"observation.images.{c}"] for c in cameras if f"observation.images.{c}" in obs]
+    return [obs[image_key(c)] for c in cameras if image_key(c) in obs]
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 
 from visuomotor.datasets import EpisodeStore, SequenceSampler
 from visuomotor.policies import load_policy
-from visuomotor.policies.common.policy import nearest_other_demonstrations
+from visuomotor.policies.common.mixup import nearest_other_demonstrations
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from visuomotor.keys import image_key
 from visuomotor.sim.registry import EnvSpec
 from visuomotor.sim.rendering import OffscreenRenderer
 
@@ -77,7 +78,7 @@ class SimEnv(gym.Env):
             "observation.environment_state": env_state_space,
         }
         for name in self.camera_names:
-            spaces[f"observation.images.{name}"] = gym.spaces.Box(
+            spaces[image_key(name)] = gym.spaces.Box(
                 0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8
             )
         self.observation_space = gym.spaces.Dict(spaces)
@@ -151,7 +152,7 @@ class SimEnv(gym.Env):
     def _observation(self) -> dict[str, np.ndarray]:
         obs = self._state_observation(self._raw_obs)
         for name in self.camera_names:
-            obs[f"observation.images.{name}"] = self.render_camera(name)
+            obs[image_key(name)] = self.render_camera(name)
         return obs
 
     def render_camera(self, name: str) -> np.ndarray:

@@ -299,7 +299,7 @@ def test_mixup_refuses_a_policy_with_cameras():
 
 
 def test_nearest_other_demonstrations_stay_in_the_task_and_leave_the_episode():
-    from visuomotor.policies.common.policy import nearest_other_demonstrations
+    from visuomotor.policies.common.mixup import nearest_other_demonstrations
 
     # Row 2 is nearest to row 0 but of task 1; row 3 is of task 0 but of row 0's own episode.
     state = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.05, 0.0], [0.01, 0.0], [0.3, 0.0], [0.2, 0.0]])

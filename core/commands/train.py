@@ -11,6 +11,7 @@ import argparse
 import json
 
 from visuomotor.configs import parse_overrides
+from visuomotor.keys import image_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,11 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if args.relative_state:
         policy_over = relative_state_overrides(args.data) | policy_over
     if args.cameras:
-        cams = [
-            c if c.startswith("observation.images.") else f"observation.images.{c}"
-            for c in args.cameras.split(",")
-            if c
-        ]
+        cams = [image_key(c) for c in args.cameras.split(",") if c]
         policy_over["image_keys"] = json.dumps(cams)
     summary = train(
         args.policy,

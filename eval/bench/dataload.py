@@ -33,10 +33,11 @@ import numpy as np
 
 from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec
 from visuomotor.datasets.torch_data import make_dataloader
+from visuomotor.keys import IMAGE_PREFIX, image_key
 
 log = logging.getLogger(__name__)
 
-CAMERA = "observation.images.front"
+CAMERA = image_key("front")
 
 
 def synthetic_frames(rng: np.random.Generator, length: int, size: int = 64) -> dict[str, np.ndarray]:
@@ -138,7 +139,7 @@ def run_benchmark(
         store = make_store(tmp / "bench.zarr", episodes=episodes)
         log.info("wrote %d frames in %.1f s", store.num_frames, time.perf_counter() - t0)
     try:
-        camera = next((k for k in store.keys if k.startswith("observation.images.")), None)
+        camera = next((k for k in store.keys if k.startswith(IMAGE_PREFIX)), None)
         results: list[dict[str, Any]] = []
         configs = [("state", ("observation.state",))]
         if camera:

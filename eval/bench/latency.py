@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from visuomotor.keys import image_key
 from visuomotor.policies import REGISTRY, get_policy_entry, make_config
 
 STATE_DIM, PROPRIO_DIM, ACTION_DIM, IMAGE_HW = 39, 4, 4, 64
-CAMERA = "observation.images.corner2"
+CAMERA = image_key("corner2")
 TASKS = [f"task {i}" for i in range(10)]
 VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {  # name -> (policy, overrides, with a camera)
     "diffusion_ddpm100": ("diffusion", {"sampler": "ddpm", "num_inference_steps": 100}, False),

@@ -23,29 +23,12 @@ from visuomotor.datasets.images import to_float_chw
 from visuomotor.datasets.normalize import Normalizer
 from visuomotor.policies.common.config import PolicyConfig, with_inference_overrides
 from visuomotor.policies.common.differences import DIFFERENCES_KEY, difference_stats, state_differences
+from visuomotor.policies.common.ensembling import TemporalEnsemble
+from visuomotor.policies.common.mixup import mix_with_nearest
 
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-def nearest_other_demonstrations(
-    state: Tensor, episode: Tensor, task: Tensor, k: int = 1, block: int = 4096
-) -> Tensor:
-    """For each row of `state` (N, D): the indices (N, k) of the k nearest rows (Euclidean, nearest
-    first) that belong to another episode of the same task, padded with -1 where the task has fewer.
-    Distances are computed per task and in blocks of query rows, so N can be a whole training set."""
-    partner = torch.full((len(state), k), -1, dtype=torch.long, device=state.device)
-    for t in task.unique():
-        rows = (task == t).nonzero().squeeze(1)
-        for lo in range(0, len(rows), block):
-            query = rows[lo : lo + block]
-            dist = torch.cdist(state[query], state[rows])
-            dist.masked_fill_(episode[query].view(-1, 1) == episode[rows].view(1, -1), float("inf"))
-            best, order = dist.topk(min(k, len(rows)), dim=1, largest=False)
-            found = torch.where(torch.isfinite(best), rows[order], -1)
-            partner[query, : found.shape[1]] = found
-    return partner
 
 
 @dataclass(frozen=True)
@@ -181,33 +164,12 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         )
 
     def mix_demonstrations(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """While training with `config.mixup` > 0: each window mixed with its nearest window (normalised
-        current state) from another demonstration of the same task, states and action chunk alike, with
-        weight lambda ~ U(0, mixup) on the partner. Otherwise the batch itself.
-
-        A policy that classifies (CARP's codes) maps an unseen observation to the output of one
-        demonstration; the mixed windows put intermediate examples between them. Mixing raw values is
-        mixing normalised ones (the normalisation is affine), and the relative-state differences are
-        computed from the mixed state.
-        """
+        """While training with `config.mixup` > 0, the batch with each window mixed with a nearby window
+        of another demonstration (`policies/common/mixup.py`); otherwise the batch itself."""
         c = self.config
         if not self.training or c.mixup == 0:
             return batch
-        state = self.current_state(batch)
-        episode = torch.as_tensor(batch["episode_index"], device=state.device)
-        task = torch.as_tensor(batch.get("task_index", torch.zeros_like(episode)), device=state.device)
-        # Within the batch, not over the whole training set: a window meets a different near neighbour in
-        # every batch. Partners searched over the training set, one fixed nearest per window or one of the
-        # 8 nearest drawn at every step, were tried and did no better (BENCHMARKS.md).
-        partner = nearest_other_demonstrations(state, episode, task)[:, 0]
-        lam = torch.rand(len(state), device=state.device) * c.mixup * (partner >= 0)
-        partner = partner.clamp(min=0)
-        mixed = dict(batch)
-        for k in (*c.state_keys, "action"):
-            x = batch[k].float()
-            w = lam.view(-1, *([1] * (x.ndim - 1)))
-            mixed[k] = (1 - w) * x + w * x[partner]
-        return mixed
+        return mix_with_nearest(batch, self.current_state(batch), (*c.state_keys, "action"), c.mixup)
 
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`
@@ -224,9 +186,11 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
         """Clear the observation history and the action queue (call at every episode start). With temporal
-        ensembling the queue holds the recent chunks instead of the actions still to execute."""
+        ensembling, the ensemble of recent chunks replaces the queue."""
         self._obs_history: deque[dict[str, Any]] = deque(maxlen=self.config.n_obs_steps)
         self._action_queue: deque[Tensor] = deque()
+        m = self.config.temporal_ensemble
+        self._ensemble = TemporalEnsemble(float(m)) if m is not None else None
 
     def executed_actions(self, chunk: Tensor) -> Tensor:
         """The part of a predicted chunk that is executed: Ta actions from the current step, which is
@@ -247,8 +211,8 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             self._obs_history.extend([step] * self.config.n_obs_steps)
         else:
             self._obs_history.append(step)
-        if self.config.temporal_ensemble is not None:
-            return self._ensembled_action(self.executed_actions(self._predict_from_history(obs, step)))
+        if self._ensemble is not None:
+            return self._ensemble.action(self.executed_actions(self._predict_from_history(obs, step)))
         if not self._action_queue:
             chunk = self.executed_actions(self._predict_from_history(obs, step))  # (B, Ta, A)
             self._action_queue.extend(chunk.transpose(0, 1))
@@ -263,20 +227,6 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             if key in obs:
                 stacked[key] = obs[key]
         return self.predict_action_chunk(stacked)
-
-    def _ensembled_action(self, chunk: Tensor) -> Tensor:
-        """This step's action under temporal ensembling, given the chunk (B, Ta, A) just predicted: the
-        chunk made i steps ago offers its action i, and the offers are averaged with weights exp(-m j),
-        j = 0 for the oldest. The queue keeps the last Ta chunks, the ones that still reach this step."""
-        self._action_queue.append(chunk)
-        while len(self._action_queue) > chunk.shape[1]:
-            self._action_queue.popleft()
-        offers = torch.stack(
-            [c[:, age] for age, c in enumerate(reversed(self._action_queue))][::-1]
-        )  # (n, B, A), oldest first
-        m = float(self.config.temporal_ensemble or 0.0)
-        weights = torch.exp(-m * torch.arange(len(offers), dtype=offers.dtype, device=offers.device))
-        return torch.einsum("n,nba->ba", weights / weights.sum(), offers)
 
     # ------------------------------------------------------------------ checkpoints
     def save_pretrained(self, directory: str | Path, **_hub_kwargs: Any) -> Path:  # type: ignore[override]

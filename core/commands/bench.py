@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from pathlib import Path
 
 # name -> module with run_benchmark(json_path, quick=...) -> dict
 BENCHMARKS: dict[str, str] = {
@@ -28,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json_path:  # like eval --json: the folder is made if needed
+        Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(BENCHMARKS[args.name])
     kwargs = {"store_path": args.store} if args.store else {}
     if args.checkpoint:

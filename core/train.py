@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from visuomotor.checkpoint import (
+    load_training_state,
+    point_link,
+    save_training_checkpoint,
+    update_training_state,
+)
 from visuomotor.configs import apply_overrides, from_dict, to_dict
 from visuomotor.rundir import RunDir, pretrained_model
 
@@ -178,9 +184,22 @@ def train(
         start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg)
     else:
         start_step, stage, best, history = 0, schedule.start(0), None, []
-    run = _Run(run_dir, policy_name, config, tcfg, policy, ema_policy, schedule, stage, rank == 0)
-    run.store, run.sampler, run.val_sampler = store, sampler, val_sampler
-    run.best, run.history = best, history
+    run = _Run(
+        dir=run_dir,
+        policy_name=policy_name,
+        config=config,
+        tcfg=tcfg,
+        policy=policy,
+        ema_policy=ema_policy,
+        schedule=schedule,
+        stage=stage,
+        is_main=rank == 0,
+        store=store,
+        sampler=sampler,
+        val_sampler=val_sampler,
+        best=best,
+        history=history,
+    )
     model = _distributed(policy, world, config.device, len(schedule.stages))
     if run.is_main:
         _write_run_json(run_dir, policy_name, preset, data, config, tcfg, world)
@@ -197,8 +216,9 @@ def train(
     t0, losses = time.perf_counter(), []
     run.policy.train()
     for step in range(start_step, tcfg.steps):
-        if run.schedule.index_at(step) != run.stage.index:
-            run.stage = run.schedule.start(run.schedule.index_at(step))
+        index = run.schedule.index_at(step)
+        if index != run.stage.index:
+            run.stage = run.schedule.start(index)
             losses = []  # do not average the new stage's loss with the old one's
         loss, logs, grad_norm = _train_step(run, model, step, rank)
         losses.append(loss)
@@ -280,12 +300,12 @@ class _Run:
     schedule: StageSchedule
     stage: _Stage
     is_main: bool
-    store: Any = None
-    sampler: Any = None
-    val_sampler: Any = None
+    store: Any
+    sampler: Any
+    val_sampler: Any
+    best: dict[str, Any] | None
+    history: list[dict[str, Any]]
     writer: Any = None
-    best: dict[str, Any] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _resumed_configs(
@@ -374,8 +394,6 @@ def _restore(
     """Load the last checkpoint's weights, optimiser, schedule and RNG. Returns the step to go on from,
     its stage, and the best checkpoint and history so far."""
     from safetensors.torch import load_model
-
-    from visuomotor.checkpoint import load_training_state
 
     ckpt = run_dir.last.resolve()
     state, weights, opt_state = load_training_state(ckpt)
@@ -467,8 +485,6 @@ def _log_entry(
 
 def _checkpoint_and_evaluate(run: _Run, done: int) -> None:
     """Save a checkpoint when one is due; roll it out when an evaluation is due, and track the best."""
-    from visuomotor.checkpoint import point_link, save_training_checkpoint, update_training_state
-
     tcfg = run.tcfg
     want_eval = tcfg.eval_episodes > 0 and (
         (tcfg.eval_every and done % tcfg.eval_every == 0) or done == tcfg.steps

@@ -225,9 +225,9 @@ class _StoreWriter:
         return self.store.num_episodes if self.store is not None else 0
 
     def commit(self, ep: CollectedEpisode, image_size: int) -> None:
-        from visuomotor.datasets import EpisodeStore
-
         if self.store is None:
+            from visuomotor.datasets import EpisodeStore
+
             info = ep.env_info
             attrs = {
                 "tasks_requested": self.task_ids,

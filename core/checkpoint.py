@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from visuomotor.errors import MissingPathError
 from visuomotor.rundir import RunDir, pretrained_model, training_state
 
 STATE_JSON = "state.json"
@@ -140,7 +141,7 @@ def load_training_state(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, torch
     """(state.json contents, raw model weights, optimizer state dict) of a step directory."""
     state_dir = training_state(ckpt_dir)
     if not (state_dir / STATE_JSON).exists():
-        raise FileNotFoundError(f"{ckpt_dir}: no training state to resume from")
+        raise MissingPathError(f"{ckpt_dir}: no training state to resume from")
     state = json.loads((state_dir / STATE_JSON).read_text())
     weights = load_file(str(state_dir / "model.safetensors"))
     optimizer = _unflatten_optimizer(load_file(str(state_dir / "optimizer.safetensors")), state["optimizer"])

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from visuomotor import __version__
+from visuomotor.errors import UserError
 
 # name -> (module, one-line help). Explicit on purpose (architecture.md §Layout): no discovery by
 # naming convention.
@@ -61,10 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, FileNotFoundError, FileExistsError) as exc:
-        # User errors (bad store, bad id, bad flag values) print one clear line, not a traceback.
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+    except UserError as exc:
+        # A mistake in what the user gave (store, id, flag, field): one line that names it. Anything
+        # else is a bug or a broken environment and keeps its traceback (architecture.md §Conventions).
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

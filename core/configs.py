@@ -17,6 +17,8 @@ import typing
 from functools import cache
 from typing import Any
 
+from visuomotor.errors import InvalidInputError
+
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
@@ -61,21 +63,21 @@ def parse_value(text: str, tp: Any, name: str) -> Any:
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{name}: expected true/false, got {text!r}")
+        raise InvalidInputError(f"{name}: expected true/false, got {text!r}")
     if tp in (int, float, str):
         try:
             return tp(text)
         except ValueError:
-            raise ValueError(f"{name}: expected {tp.__name__}, got {text!r}") from None
+            raise InvalidInputError(f"{name}: expected {tp.__name__}, got {text!r}") from None
     if origin in (tuple, list, dict):
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = [v for v in text.split(",") if v] if origin in (tuple, list) else None
             if value is None:
-                raise ValueError(f"{name}: expected JSON, got {text!r}") from None
+                raise InvalidInputError(f"{name}: expected JSON, got {text!r}") from None
         return coerce(value, tp, name)
-    raise ValueError(f"{name}: cannot parse values of type {tp}")
+    raise InvalidInputError(f"{name}: cannot parse values of type {tp}")
 
 
 def coerce(value: Any, tp: Any, name: str) -> Any:
@@ -88,14 +90,14 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         return coerce(value, args[0], name) if len(args) == 1 else value
     if origin in (tuple, list):
         if not isinstance(value, list | tuple):
-            raise ValueError(f"{name}: expected a list, got {value!r}")
+            raise InvalidInputError(f"{name}: expected a list, got {value!r}")
         args = typing.get_args(tp)
         elem = args[0] if args else Any
         items = [coerce(v, elem, name) if elem is not Any else v for v in value]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{name}: expected a mapping, got {value!r}")
+            raise InvalidInputError(f"{name}: expected a mapping, got {value!r}")
         _, vt = typing.get_args(tp) or (Any, Any)
         return {k: coerce(v, vt, name) if vt is not Any else v for k, v in value.items()}
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -112,7 +114,7 @@ def apply_overrides[T](config: T, overrides: dict[str, str]) -> T:
     for key, text in overrides.items():
         if key not in types_:
             valid = ", ".join(sorted(types_))
-            raise ValueError(f"{type(config).__name__} has no field '{key}'; valid fields: {valid}")
+            raise InvalidInputError(f"{type(config).__name__} has no field '{key}'; valid fields: {valid}")
         changes[key] = parse_value(text, types_[key], f"{type(config).__name__}.{key}")
     return dataclasses.replace(config, **changes)  # type: ignore[type-var]
 
@@ -126,7 +128,7 @@ def from_dict[T](cls: type[T], data: dict[str, Any], where: str = "config") -> T
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
+        raise InvalidInputError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
     return cls(**{k: coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()})
 
 
@@ -135,7 +137,7 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override must look like field=value, got {item!r}")
+            raise InvalidInputError(f"override must look like field=value, got {item!r}")
         out[key.strip()] = value
     return out
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from visuomotor.errors import MissingPathError
+
 PRETRAINED_MODEL = "pretrained_model"
 TRAINING_STATE = "training_state"
 
@@ -66,11 +68,11 @@ def training_state(step_dir: Path) -> Path:
 def resolve_checkpoint(path: Path) -> Path:
     """A loadable checkpoint from a checkpoint, a step directory, or a run directory (best, else last)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
+        raise MissingPathError(f"{path}: not found (no such checkpoint or run directory)")
     run = RunDir(path)
     for candidate in (path, pretrained_model(path), pretrained_model(run.best), pretrained_model(run.last)):
         if (candidate / "config.json").exists():
             return candidate
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"{path}: not a checkpoint (no config.json) nor a run directory (no checkpoints/last or best)"
     )

@@ -33,6 +33,7 @@ from visuomotor.checkpoint import (
     update_training_state,
 )
 from visuomotor.configs import apply_overrides, from_dict, to_dict
+from visuomotor.errors import InvalidInputError, MissingPathError, PathExistsError
 from visuomotor.rundir import RunDir, pretrained_model
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.val_ratio < 1.0:
-            raise ValueError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+            raise InvalidInputError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+            raise InvalidInputError(f"lr must be positive, got {self.lr}")
 
 
 REMOVED_TRAIN_FIELDS = ("num_workers",)
@@ -141,15 +142,17 @@ def _dist_info() -> tuple[int, int]:
 def _check_store_matches(config: Any, store: Any) -> None:
     for key in (*config.input_keys, "action"):
         if key not in store.keys:
-            raise ValueError(f"{store.path}: the policy needs '{key}' but the store has only {store.keys}")
+            raise InvalidInputError(
+                f"{store.path}: the policy needs '{key}' but the store has only {store.keys}"
+            )
     for key, shape in config.input_shapes.items():
         if key in store.keys and list(store.shape(key)) != list(shape):
-            raise ValueError(
+            raise InvalidInputError(
                 f"{store.path}: '{key}' has frame shape {list(store.shape(key))}, the policy config expects "
                 f"{list(shape)}"
             )
     if config.action_dim and store.shape("action") != (config.action_dim,):
-        raise ValueError(
+        raise InvalidInputError(
             f"{store.path}: 'action' has shape {list(store.shape('action'))}, the policy expects "
             f"[{config.action_dim}]"
         )
@@ -257,7 +260,7 @@ class StageSchedule:
         self.stages = policy.training_stages(tcfg.steps)
         self.starts = [0, *itertools.accumulate(s.steps for s in self.stages)][:-1]
         if sum(s.steps for s in self.stages) != tcfg.steps:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{name}: stages {[s.name for s in self.stages]} do not add up to {tcfg.steps} steps"
             )
 
@@ -315,10 +318,10 @@ def _resumed_configs(
     from visuomotor.policies import get_policy_entry
 
     if not run_dir.last.exists():
-        raise FileNotFoundError(f"{run_dir.root}: nothing to resume (no checkpoints/last)")
+        raise MissingPathError(f"{run_dir.root}: nothing to resume (no checkpoints/last)")
     saved = json.loads(run_dir.run_json.read_text())
     if saved["policy"] != policy_name:
-        raise ValueError(f"{run_dir.root} is a '{saved['policy']}' run, not '{policy_name}'")
+        raise InvalidInputError(f"{run_dir.root} is a '{saved['policy']}' run, not '{policy_name}'")
     config_cls = get_policy_entry(policy_name).load()[1]
     where = str(run_dir.run_json)
     config = from_dict(config_cls, saved["policy_config"], where=f"{where}:policy_config")
@@ -339,11 +342,13 @@ def _new_configs(
 
     _, config_cls, presets = get_policy_entry(policy_name).load()
     if run_dir.checkpoints.exists():
-        raise FileExistsError(
+        raise PathExistsError(
             f"{run_dir.root} already holds a run; pass --resume to continue it or choose a new --out"
         )
     if preset not in presets or preset not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; presets: {sorted(set(presets) & set(TRAIN_PRESETS))}")
+        raise InvalidInputError(
+            f"unknown preset {preset!r}; presets: {sorted(set(presets) & set(TRAIN_PRESETS))}"
+        )
     config = apply_overrides(config_cls(**presets[preset]), policy_overrides or {})
     return config, apply_overrides(TrainConfig(**TRAIN_PRESETS[preset]), train_overrides or {})
 
@@ -358,7 +363,7 @@ def _open_data(
 
     store = EpisodeStore.open(data)
     if store.num_episodes == 0:
-        raise ValueError(f"{data}: the store has no episodes")
+        raise InvalidInputError(f"{data}: the store has no episodes")
     _check_store_matches(config, store)
     if not resume:
         config.input_shapes = {k: list(store.shape(k)) for k in config.input_keys}
@@ -371,7 +376,9 @@ def _open_data(
     sampler = SequenceSampler(store, spec, episodes=train_eps)
     val_sampler = SequenceSampler(store, spec, episodes=val_eps) if len(val_eps) else None
     if len(sampler) == 0:
-        raise ValueError(f"{data}: no training windows (episodes too short for horizon {config.horizon}?)")
+        raise InvalidInputError(
+            f"{data}: no training windows (episodes too short for horizon {config.horizon}?)"
+        )
     return store, sampler, val_sampler, load_stats(store, [*config.input_keys, "action"])
 
 
@@ -550,7 +557,7 @@ def _rollout(checkpoint: Path, env_id: str, tcfg: TrainConfig, store: Any) -> di
     from visuomotor.eval.rollout import EnvConfig, evaluate
 
     if not env_id:
-        raise ValueError("eval_episodes > 0 needs an env: the store has no env_id; set eval_env")
+        raise InvalidInputError("eval_episodes > 0 needs an env: the store has no env_id; set eval_env")
     state = torch.get_rng_state()
     try:
         cameras = tuple(store.attrs.get("cameras") or ()) or None

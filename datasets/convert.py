@@ -11,13 +11,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from visuomotor.datasets.store import EpisodeStore, StoreError
+from visuomotor.errors import MissingPathError, PathExistsError
 
 log = logging.getLogger(__name__)
 
 
 def detect_format(path: Path) -> str:
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise MissingPathError(f"{path}: no such file or directory")
     if path.is_dir() and (path / ".zgroup").exists():
         return "zarr2"
     if path.is_dir() and (path / "zarr.json").exists():
@@ -38,7 +39,7 @@ def convert(
     src, dst = Path(src), Path(dst)
     fmt = detect_format(src)
     if dst.exists():
-        raise FileExistsError(f"{dst} already exists; choose a new destination")
+        raise PathExistsError(f"{dst} already exists; choose a new destination")
     source = EpisodeStore.open(src, mode="r")
     rename = dict(rename or {})
     unknown = sorted(set(rename) - set(source.keys))

@@ -1,4 +1,4 @@
-"""Image helpers: uint8 HWC frames to float CHW tensors, resize, random and centre crops."""
+"""Image helpers: uint8 HWC frames to float CHW tensors, resize, random and centre crops, random shifts."""
 
 from __future__ import annotations
 
@@ -54,3 +54,18 @@ def random_crop(
     return torch.stack(
         [img[..., t : t + h, left : left + w] for img, t, left in zip(images, tops, lefts, strict=True)]
     )
+
+
+def random_shift(images: Tensor, pad: int, generator: torch.Generator | None = None) -> Tensor:
+    """(B, ..., C, H, W) -> the same shape, each batch element shifted by up to `pad` pixels in each
+    direction with the border pixels repeated (DrQ's augmentation, Kostrikov et al. 2020: pad, then a
+    random crop back to the original size); one offset per batch element, shared over the time axis."""
+    if pad < 0:
+        raise ValueError(f"shift padding must be >= 0, got {pad}")
+    if pad == 0:
+        return images
+    H, W = images.shape[-2:]
+    flat, lead = _flat(images)
+    padded = torch.nn.functional.pad(flat, (pad, pad, pad, pad), mode="replicate")
+    padded = padded.reshape(*lead, *padded.shape[-3:])
+    return random_crop(padded, (H, W), generator)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from visuomotor.datasets.store import EpisodeStore, is_image_key
+from visuomotor.errors import MissingKeyError
 
 DEFAULT_CACHE_BYTES = 2 << 30
 
@@ -106,7 +107,9 @@ class SequenceSampler:
         self.spec = spec
         for key in spec.keys:
             if key not in store.keys:
-                raise KeyError(f"{store.path}: window key '{key}' is not in the store; it has {store.keys}")
+                raise MissingKeyError(
+                    f"{store.path}: window key '{key}' is not in the store; it has {store.keys}"
+                )
         self.episodes = np.arange(store.num_episodes) if episodes is None else np.asarray(episodes, np.int64)
         if len(self.episodes) and (self.episodes.min() < 0 or self.episodes.max() >= store.num_episodes):
             raise IndexError(f"{store.path}: episode index out of range [0, {store.num_episodes})")

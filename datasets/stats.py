@@ -2,6 +2,8 @@
 
 Low-dim keys are per dimension; image keys per channel (pixel values in [0, 1], as the policies see
 them). Two passes over the committed frames in blocks, so memory stays bounded for stores larger than
+
+
 RAM: the first gives min/max/mean/std (Chan's parallel variance), the second a histogram over
 [min, max] from which the quantiles are read. uint8 images use an exact 256-bin histogram in pass one.
 """
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from visuomotor.datasets.store import EpisodeStore, is_image_key
+from visuomotor.errors import InvalidInputError
 
 STAT_NAMES = ("min", "max", "mean", "std", "q01", "q99")
 HIST_BINS = 4096
@@ -42,7 +45,7 @@ def _quantiles_from_hist(hist: np.ndarray, edges: np.ndarray, qs: tuple[float, .
 
 def compute_key_stats(store: EpisodeStore, key: str) -> dict[str, list[float]]:
     if store.num_frames == 0:
-        raise ValueError(f"{store.path}: cannot compute statistics of '{key}' on an empty store")
+        raise InvalidInputError(f"{store.path}: cannot compute statistics of '{key}' on an empty store")
     if is_image_key(key) and store.dtype(key) == np.uint8:
         hist = np.zeros((store.shape(key)[-1], 256), dtype=np.int64)
         for x in _blocks(store, key):
@@ -110,7 +113,9 @@ def compute_stats(store: EpisodeStore, keys: list[str] | None = None, save: bool
         keys = [k for k in store.keys if is_image_key(k) or store.dtype(k).kind == "f"]
     missing = [k for k in keys if k not in store.keys]
     if missing:
-        raise ValueError(f"{store.path}: no array(s) {missing} to compute statistics of; keys: {store.keys}")
+        raise InvalidInputError(
+            f"{store.path}: no array(s) {missing} to compute statistics of; keys: {store.keys}"
+        )
     stats = {key: compute_key_stats(store, key) for key in keys}
     if save and store.mode == "a":
         merged = dict(store.attrs.get("stats", {}))

@@ -32,6 +32,7 @@ import zarr
 from zarr.codecs import BloscCodec, Crc32cCodec
 
 from visuomotor.datasets.chunks import ChunkError, ChunkReader, gather_rows
+from visuomotor.errors import InvalidInputError, MissingKeyError, MissingPathError, PathExistsError
 from visuomotor.keys import IMAGE_PREFIX
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def _is_image_like(key: str, value: np.ndarray) -> bool:
     return is_image_key(key) or (value.dtype == np.uint8 and value.ndim == 4 and value.shape[-1] in (1, 3, 4))
 
 
-class StoreError(ValueError):
+class StoreError(InvalidInputError):
     """The store or the data given to it is invalid; the message names the array and episode."""
 
 
@@ -112,7 +113,7 @@ class EpisodeStore:
         """A new, empty store. Arrays are created by the first `append_episode`."""
         path = Path(path)
         if path.exists():
-            raise FileExistsError(f"{path} already exists; open it with mode='a' to append")
+            raise PathExistsError(f"{path} already exists; open it with mode='a' to append")
         if fps <= 0:
             raise StoreError(f"fps must be positive, got {fps}")
         root = zarr.open_group(str(path), mode="w-", zarr_format=3)
@@ -146,7 +147,7 @@ class EpisodeStore:
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such store")
+            raise MissingPathError(f"{path}: no such store")
         if not path.is_dir() or not any((path / f).exists() for f in ("zarr.json", ".zgroup")):
             raise StoreError(f"{path}: not a zarr store (no zarr.json or .zgroup)")
         try:
@@ -286,7 +287,7 @@ class EpisodeStore:
         try:
             return self._arrays[key]
         except KeyError:
-            raise KeyError(f"{self.path}: no array 'data/{key}'; the store has {self.keys}") from None
+            raise MissingKeyError(f"{self.path}: no array 'data/{key}'; the store has {self.keys}") from None
 
     def shape(self, key: str) -> tuple[int, ...]:
         """Per-frame shape of `key`."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visuomotor.errors import InvalidInputError, MissingPathError
 from visuomotor.eval.metrics import text_table
 
 Pair = tuple[bool, bool]
@@ -75,7 +76,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
 
 def summarize_pairs(label: str, pairs: Sequence[Pair]) -> PairedSummary:
     if not pairs:
-        raise ValueError(f"no paired episodes for {label}")
+        raise InvalidInputError(f"no paired episodes for {label}")
     only_a = sum(a and not b for a, b in pairs)
     only_b = sum(b and not a for a, b in pairs)
     return PairedSummary(
@@ -110,25 +111,29 @@ def load_episodes(path: str | Path) -> dict[tuple[str, int], bool]:
     """(env id, seed) -> success from an eval JSON (`visuomotor eval --json`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such evaluation file (write one with visuomotor eval --json)")
+        raise MissingPathError(f"{path}: no such evaluation file (write one with visuomotor eval --json)")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not JSON ({exc})") from exc
+        raise InvalidInputError(f"{path}: not JSON ({exc})") from exc
     episodes = data.get("episode_results") if isinstance(data, dict) else None
     if not isinstance(episodes, list):
-        raise ValueError(f"{path}: no episode_results list; is it the JSON of visuomotor eval --json?")
+        raise InvalidInputError(f"{path}: no episode_results list; is it the JSON of visuomotor eval --json?")
     out: dict[tuple[str, int], bool] = {}
     for i, ep in enumerate(episodes):
         try:
             key = (str(ep["env_id"]), int(ep["seed"]))
             success = ep["success"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: episode_results[{i}] lacks env_id, seed or success ({exc})") from exc
+            raise InvalidInputError(
+                f"{path}: episode_results[{i}] lacks env_id, seed or success ({exc})"
+            ) from exc
         if not isinstance(success, bool):
-            raise ValueError(f"{path}: episode_results[{i}].success must be true or false, got {success!r}")
+            raise InvalidInputError(
+                f"{path}: episode_results[{i}].success must be true or false, got {success!r}"
+            )
         if key in out:
-            raise ValueError(f"{path}: episode_results[{i}] repeats {key[0]} seed {key[1]}")
+            raise InvalidInputError(f"{path}: episode_results[{i}] repeats {key[0]} seed {key[1]}")
         out[key] = success
     return out
 
@@ -137,13 +142,13 @@ def load_evaluations(paths: Sequence[str | Path]) -> dict[tuple[str, int], bool]
     """The episodes of several eval JSONs of one policy pooled (e.g. two seed ranges); an episode in two
     of them is refused, since it would count twice."""
     if not paths:
-        raise ValueError("no evaluation file given")
+        raise InvalidInputError("no evaluation file given")
     pooled: dict[tuple[str, int], bool] = {}
     for path in paths:
         episodes = load_episodes(path)
         both = sorted(set(pooled) & set(episodes))
         if both:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{path}: {both[0][0]} seed {both[0][1]} is already in an earlier file of the same side"
             )
         pooled.update(episodes)
@@ -173,7 +178,7 @@ def compare(
     """Pair the episodes of two evaluations on (task, seed) and summarise per task and overall."""
     common = [key for key in a if key in b]  # in the order of A's file: its tasks as it ran them
     if not common:
-        raise ValueError(
+        raise InvalidInputError(
             "the two evaluations share no (task, seed) episode; evaluate both on the same --env and seeds"
         )
     by_task: dict[str, list[Pair]] = {}

@@ -12,16 +12,17 @@ Reference policies (registry `REFERENCE_POLICIES`, name -> factory taking the en
 
 A policy is described to the worker processes by a picklable `PolicySpec` and built there, next to the
 env, because a policy may need the env (the scripted expert does) and weights should not be pickled.
+The parent checks a checkpoint first with `visuomotor.policies.inspect_checkpoint`, the same function
+each worker's `load_policy` reads it with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from visuomotor.keys import IMAGE_PREFIX, camera_of, image_key
+from visuomotor.errors import InvalidInputError
 
 
 @runtime_checkable
@@ -108,71 +109,30 @@ class PolicySpec:
     """A key of `REFERENCE_POLICIES`."""
     checkpoint: str | None = None
     """A directory written by `Policy.save_pretrained` (config.json + model.safetensors)."""
-    n_action_steps: int | None = None
-    """Execute this many actions of each predicted chunk instead of the checkpoint's Ta (checkpoints only)."""
     overrides: tuple[tuple[str, str], ...] = ()
-    """(field, value) pairs for the checkpoint's inference-time config fields (`INFERENCE_FIELDS`)."""
+    """(field, value) pairs for the checkpoint's inference-time config fields (`INFERENCE_FIELDS`),
+    e.g. ("n_action_steps", "3")."""
 
     def __post_init__(self) -> None:
         if (self.name is None) == (self.checkpoint is None):
-            raise ValueError("give exactly one of a reference policy name or a checkpoint directory")
-        if (self.n_action_steps is not None or self.overrides) and self.checkpoint is None:
-            raise ValueError(
-                "n_action_steps and overrides apply to a trained policy's checkpoint, not a reference policy"
+            raise InvalidInputError("give exactly one of a reference policy name or a checkpoint directory")
+        if self.overrides and self.checkpoint is None:
+            raise InvalidInputError(
+                "config overrides (n_action_steps included) apply to a trained policy's checkpoint, "
+                "not a reference policy"
             )
         if self.name is not None and self.name not in REFERENCE_POLICIES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown policy {self.name!r}; reference policies: {', '.join(sorted(REFERENCE_POLICIES))}"
             )
-
-    @property
-    def config_overrides(self) -> dict[str, str]:
-        """Every inference-time change to the checkpoint's config, `n_action_steps` included."""
-        steps = {} if self.n_action_steps is None else {"n_action_steps": str(self.n_action_steps)}
-        return dict(self.overrides) | steps
 
     @property
     def label(self) -> str:
         if self.name is not None:
             return self.name
-        changes = self.config_overrides
-        if changes:
-            return f"{self.checkpoint} ({', '.join(f'{k}={v}' for k, v in changes.items())})"
+        if self.overrides:
+            return f"{self.checkpoint} ({', '.join(f'{k}={v}' for k, v in self.overrides)})"
         return str(self.checkpoint)
-
-
-def validate_checkpoint(
-    path: str, n_action_steps: int | None = None, overrides: dict[str, str] | None = None
-) -> dict[str, Any]:
-    """Fail early, in the parent process, on a missing checkpoint or a directory that is not one, or an
-    `n_action_steps` or config override the checkpoint's policy cannot run with.
-
-    Returns what the env must provide, read from the checkpoint's config when it says so:
-    `{"cameras": [...] | None, "image_size": int | None}`.
-    """
-    from visuomotor.policies import get_policy_entry, resolve_checkpoint
-    from visuomotor.policies.common.config import with_inference_overrides
-    from visuomotor.policies.common.policy import checkpoint_config, read_checkpoint_meta
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"checkpoint directory not found: {path}")
-    directory = resolve_checkpoint(Path(path))
-    meta = read_checkpoint_meta(directory)  # FileNotFoundError if not a checkpoint
-    if n_action_steps is not None or overrides:
-        config_cls = get_policy_entry(meta["policy"]).load()[1]
-        config = checkpoint_config(config_cls, directory, meta)
-        if overrides:
-            config = with_inference_overrides(config, overrides, f"-o for {path}")
-        if n_action_steps is not None:
-            steps = {"n_action_steps": str(n_action_steps)}
-            with_inference_overrides(config, steps, f"--n-action-steps for {path}")
-    info: dict[str, Any] = {"cameras": None, "image_size": None}
-    shapes = meta.get("config", {}).get("input_shapes", {}) or {}
-    cams = [camera_of(k) for k in shapes if k.startswith(IMAGE_PREFIX)]
-    if cams:
-        info["cameras"] = cams
-        info["image_size"] = int(shapes[image_key(cams[0])][0])  # (H, W, C)
-    return info
 
 
 def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
@@ -182,4 +142,4 @@ def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
     from visuomotor.policies import load_policy
 
     # CPU workers; a loaded policy is already in eval mode.
-    return load_policy(str(spec.checkpoint), device="cpu", overrides=spec.config_overrides)
+    return load_policy(str(spec.checkpoint), device="cpu", overrides=dict(spec.overrides))

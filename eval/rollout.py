@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.eval.metrics import EpisodeResult, TaskSummary, format_table, summarize
 from visuomotor.eval.policies import PolicySpec, build_policy
 from visuomotor.keys import image_key
@@ -206,12 +207,12 @@ def evaluate(
     """Evaluate `policy` for `episodes` episodes on every task of `env` (a single or multi-task id)."""
     check_run_args(episodes, workers)
     if seed_offset < 0:
-        raise ValueError(f"--seed-offset must be >= 0, got {seed_offset}")
+        raise InvalidInputError(f"--seed-offset must be >= 0, got {seed_offset}")
     env_cfg = env_cfg or EnvConfig()
     sim = load_sim(env_cfg.sim_module)
     task_ids = list(sim.expand_env_id(env))  # ValueError listing valid ids on an unknown id
     if videos_per_task > 0 and video_dir is None:
-        raise ValueError("--videos-per-task needs --video DIR")
+        raise InvalidInputError("--videos-per-task needs --video DIR")
     if video_dir is not None:
         Path(video_dir).mkdir(parents=True, exist_ok=True)
         videos_per_task = max(videos_per_task, 0)

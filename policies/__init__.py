@@ -9,7 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visuomotor.errors import InvalidInputError
+from visuomotor.policies.common.saved import CheckpointInfo, inspect_checkpoint
 from visuomotor.rundir import resolve_checkpoint
+
+__all__ = [
+    "REGISTRY",
+    "CheckpointInfo",
+    "PolicyEntry",
+    "get_policy_entry",
+    "inspect_checkpoint",
+    "load_policy",
+    "make_config",
+    "resolve_checkpoint",
+]
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,11 @@ class PolicyEntry:
         mod = importlib.import_module(self.module)
         return getattr(mod, self.policy_class), getattr(mod, self.config_class), mod.PRESETS
 
+    def config_class_and_presets(self) -> tuple[type, dict[str, dict[str, Any]]]:
+        """(config class, presets) without importing the policy class (and torch with it)."""
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.config_class), mod.PRESETS
+
 
 REGISTRY: dict[str, PolicyEntry] = {
     "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
@@ -32,7 +50,7 @@ REGISTRY: dict[str, PolicyEntry] = {
 
 def get_policy_entry(name: str) -> PolicyEntry:
     if name not in REGISTRY:
-        raise ValueError(f"unknown policy {name!r}; registered policies: {sorted(REGISTRY)}")
+        raise InvalidInputError(f"unknown policy {name!r}; registered policies: {sorted(REGISTRY)}")
     return REGISTRY[name]
 
 
@@ -40,16 +58,12 @@ def make_config(name: str, preset: str = "cpu", **fields: Any):
     """A policy config from a preset plus field overrides."""
     _, config_cls, presets = get_policy_entry(name).load()
     if preset not in presets:
-        raise ValueError(f"policy {name!r} has no preset {preset!r}; presets: {sorted(presets)}")
+        raise InvalidInputError(f"policy {name!r} has no preset {preset!r}; presets: {sorted(presets)}")
     return config_cls(**{**presets[preset], **fields})
 
 
 def load_policy(path: str | Path, device: str | None = None, overrides: Mapping[str, str] | None = None):
     """Load any registered policy from a checkpoint directory (or a run directory: its best, else last),
     optionally with inference-time fields changed (`PolicyConfig.INFERENCE_FIELDS`)."""
-    from visuomotor.policies.common.policy import read_checkpoint_meta
-
-    path = resolve_checkpoint(Path(path))
-    meta = read_checkpoint_meta(path)
-    policy_cls, _, _ = get_policy_entry(meta["policy"]).load()
-    return policy_cls.from_pretrained(path, device=device, overrides=overrides)
+    info = inspect_checkpoint(path, overrides)
+    return get_policy_entry(info.policy).load()[0].from_checkpoint(info, device)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.sim.registry import REGISTRY, TASK_SETS, EnvSpec, expand_env_id, get_spec, list_env_ids
 
 if TYPE_CHECKING:
@@ -72,29 +73,29 @@ def make_env(
     cameras = spec.default_cameras if cameras is None else tuple(cameras)
     unknown = [c for c in cameras if c not in spec.valid_cameras]
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown camera(s) {unknown} for {env_id}. Valid cameras: {', '.join(spec.valid_cameras)}"
         )
     if len(set(cameras)) != len(cameras):
-        raise ValueError(f"duplicate cameras in {list(cameras)}")
+        raise InvalidInputError(f"duplicate cameras in {list(cameras)}")
     if render and not cameras:
-        raise ValueError("render=True needs at least one camera (or pass render=False)")
+        raise InvalidInputError("render=True needs at least one camera (or pass render=False)")
     if image_size <= 0:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+        raise InvalidInputError(f"image_size must be positive, got {image_size}")
     max_steps = spec.max_episode_steps if max_episode_steps is None else int(max_episode_steps)
     if max_steps <= 0:
-        raise ValueError(f"max_episode_steps must be positive, got {max_steps}")
+        raise InvalidInputError(f"max_episode_steps must be positive, got {max_steps}")
 
     if spec.suite == "metaworld":
         from visuomotor.sim.metaworld_env import CORNER2_POSES, DEFAULT_CORNER2_POSE, MetaworldEnv
 
         pose = DEFAULT_CORNER2_POSE if camera_pose is None else camera_pose
         if pose not in CORNER2_POSES:
-            raise ValueError(f"unknown camera_pose {pose!r}. Valid: {', '.join(CORNER2_POSES)}")
+            raise InvalidInputError(f"unknown camera_pose {pose!r}. Valid: {', '.join(CORNER2_POSES)}")
         return MetaworldEnv(spec, cameras, image_size, render, seed, max_steps, terminate_on_success, pose)
 
     if camera_pose is not None:
-        raise ValueError(f"camera_pose applies to Metaworld's corner2 camera only, not to {env_id}")
+        raise InvalidInputError(f"camera_pose applies to Metaworld's corner2 camera only, not to {env_id}")
     from visuomotor.sim.robosuite_env import RobosuiteEnv
 
     return RobosuiteEnv(spec, cameras, image_size, render, seed, max_steps, terminate_on_success)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.sim.workers import (
     EVAL_SEED_BASE,
     SLOT,
@@ -163,7 +164,7 @@ class _Scheduler:
         self._job = job  # (env_id, seed) -> CollectTask
         for st in self.states.values():
             if st.next_seed + max_attempts > EVAL_SEED_BASE:
-                raise ValueError(
+                raise InvalidInputError(
                     f"collection seeds for {st.env_id} would reach the evaluation seeds ({EVAL_SEED_BASE})"
                 )
 
@@ -293,7 +294,7 @@ def _check_append_compatible(store: Any, env: str, tasks: list[str], cfg: EnvCon
     if "collection" not in attrs:
         problems.append("no collection attributes (not written by `visuomotor collect`)")
     if problems:
-        raise ValueError(
+        raise InvalidInputError(
             f"cannot append to {store.path}: the store has " + "; ".join(problems) + ". "
             "Collect into a new --out, or use the store's settings."
         )
@@ -329,7 +330,7 @@ def collect(
     env_cfg = _checked_env_cfg(env_cfg or EnvConfig(), episodes, workers, seed, action_noise, settle_steps)
     max_attempts = default_max_attempts(episodes) if max_attempts is None else max_attempts
     if max_attempts < episodes:
-        raise ValueError(f"--max-attempts ({max_attempts}) must be >= --episodes ({episodes})")
+        raise InvalidInputError(f"--max-attempts ({max_attempts}) must be >= --episodes ({episodes})")
     task_ids = list(load_sim(env_cfg.sim_module).expand_env_id(env))
     out = Path(out)
     store, used, env_cfg = _open_existing(out, env, task_ids, env_cfg)
@@ -356,7 +357,7 @@ def collect(
     )
     failed = scheduler.failures()
     if failed:
-        raise ValueError(
+        raise InvalidInputError(
             f"the scripted expert failed to produce {episodes} successful episodes for "
             + "; ".join(f"{tid}: {why}" for tid, why in failed.items())
             + f". {saved} episodes were saved to {out}. Lower --action-noise, raise --max-attempts, "
@@ -371,13 +372,13 @@ def _checked_env_cfg(
     """Reject bad arguments; the env config collection runs with."""
     check_run_args(episodes, workers)
     if action_noise < 0:
-        raise ValueError(f"--action-noise must be >= 0, got {action_noise}")
+        raise InvalidInputError(f"--action-noise must be >= 0, got {action_noise}")
     if seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {seed}")
+        raise InvalidInputError(f"--seed must be >= 0, got {seed}")
     if settle_steps < 0:
-        raise ValueError(f"--settle-steps must be >= 0, got {settle_steps}")
+        raise InvalidInputError(f"--settle-steps must be >= 0, got {settle_steps}")
     if not env_cfg.render or (env_cfg.cameras is not None and not env_cfg.cameras):
-        raise ValueError("collection records images: give at least one --camera")
+        raise InvalidInputError("collection records images: give at least one --camera")
     # Settling needs the env to run on past the first success (the worker loop stops the episode).
     return dataclasses.replace(env_cfg, terminate_on_success=settle_steps == 0)
 

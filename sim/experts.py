@@ -17,6 +17,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from visuomotor.errors import InvalidInputError
+
 # OSC_POSE output limits of the Panda's default controller (robosuite/controllers/config/robots/
 # default_panda.json): an action of 1 moves the goal 5 cm / 0.5 rad.
 _OSC_MAX_POS = 0.05
@@ -285,5 +287,5 @@ def make_expert(env: gym.Env) -> Expert:
         "PickPlaceCan": PickPlaceCanExpert,
     }
     if spec.task_name not in experts:
-        raise ValueError(f"no scripted expert for {spec.env_id}; experts exist for {sorted(experts)}")
+        raise InvalidInputError(f"no scripted expert for {spec.env_id}; experts exist for {sorted(experts)}")
     return experts[spec.task_name](base)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.sim.instructions import METAWORLD_INSTRUCTIONS, ROBOSUITE_INSTRUCTIONS
 
 
@@ -166,7 +167,7 @@ def get_spec(env_id: str) -> EnvSpec:
     try:
         return REGISTRY[env_id]
     except KeyError:
-        raise ValueError(_unknown_id_message(env_id)) from None
+        raise InvalidInputError(_unknown_id_message(env_id)) from None
 
 
 def expand_env_id(env_id: str) -> list[str]:
@@ -180,4 +181,4 @@ def expand_env_id(env_id: str) -> list[str]:
         return list(TASK_SETS[env_id])
     if env_id in REGISTRY:
         return [env_id]
-    raise ValueError(_unknown_id_message(env_id))
+    raise InvalidInputError(_unknown_id_message(env_id))

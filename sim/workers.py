@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from visuomotor.errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.5
@@ -284,9 +286,9 @@ def load_sim(sim_module: str = DEFAULT_SIM_MODULE) -> Any:
 def check_run_args(episodes: int, workers: int) -> None:
     """Validate the --episodes and --workers that `evaluate` and `collect` share (same rules, same words)."""
     if episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {episodes}")
+        raise InvalidInputError(f"--episodes must be >= 1, got {episodes}")
     if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
+        raise InvalidInputError(f"--workers must be >= 1, got {workers}")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from visuomotor.eval import EVAL_SEED_BASE, EnvConfig, PolicySpec, evaluate
-from visuomotor.eval.policies import REFERENCE_POLICIES, validate_checkpoint
+from visuomotor.eval.policies import REFERENCE_POLICIES
 from visuomotor.eval.rollout import plot_success, write_json
+from visuomotor.policies import inspect_checkpoint
 
 FAKE = EnvConfig(sim_module="test_eval_fake_env", image_size=16)
 
@@ -127,9 +128,9 @@ def test_bad_arguments():
 
 def test_checkpoint_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
-        validate_checkpoint(str(tmp_path / "missing"))
+        inspect_checkpoint(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="not a checkpoint"):
-        validate_checkpoint(str(tmp_path))  # a directory, but neither a checkpoint nor a run
+        inspect_checkpoint(str(tmp_path))  # a directory, but neither a checkpoint nor a run
 
 
 def test_cli_policy_choices_match_registry():

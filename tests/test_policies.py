@@ -159,12 +159,13 @@ def test_temporal_ensembling_averages_what_the_last_chunks_predicted_for_this_st
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store, name):
-    from visuomotor.eval.policies import PolicySpec, build_policy, validate_checkpoint
+    from visuomotor.eval.policies import PolicySpec, build_policy
+    from visuomotor.policies import inspect_checkpoint
 
     build(name, "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
-    spec = PolicySpec(checkpoint=str(tmp_path / "c"), n_action_steps=3)
+    spec = PolicySpec(checkpoint=str(tmp_path / "c"), overrides=(("n_action_steps", "3"),))
     assert "n_action_steps=3" in spec.label
-    validate_checkpoint(spec.checkpoint, 3)
+    inspect_checkpoint(spec.checkpoint, {"n_action_steps": "3"}, "--n-action-steps")
     policy = build_policy(spec, env=None, sim=None)
     calls = record_chunk_predictions(policy)
     policy.reset()
@@ -174,9 +175,9 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
     assert len(calls) == 3  # steps 0, 3 and 6 start a chunk (the checkpoint's own Ta is 8)
     # horizon 16, To 2: at most 15 actions of a chunk lie at or after the current step.
     with pytest.raises(ValueError, match=r"--n-action-steps for .*c: n_action_steps must be in \[1, .*15\]"):
-        validate_checkpoint(spec.checkpoint, 16)
+        inspect_checkpoint(spec.checkpoint, {"n_action_steps": "16"}, "--n-action-steps")
     with pytest.raises(ValueError, match="reference policy"):
-        PolicySpec(name="scripted", n_action_steps=3)
+        PolicySpec(name="scripted", overrides=(("n_action_steps", "3"),))
 
 
 INFERENCE_CHANGES = {
@@ -187,12 +188,13 @@ INFERENCE_CHANGES = {
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_checkpoint_runs_with_inference_fields_changed_and_refuses_other_fields(tmp_path, store, name):
-    from visuomotor.eval.policies import PolicySpec, build_policy, validate_checkpoint
+    from visuomotor.eval.policies import PolicySpec, build_policy
+    from visuomotor.policies import inspect_checkpoint
 
     build(name, "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
     changes = INFERENCE_CHANGES[name]
     spec = PolicySpec(checkpoint=str(tmp_path / "c"), overrides=tuple(changes.items()))
-    validate_checkpoint(spec.checkpoint, None, changes)
+    inspect_checkpoint(spec.checkpoint, changes)
     changed, plain = build_policy(spec, env=None, sim=None), load_policy(tmp_path / "c")
     for field, value in changes.items():
         assert str(getattr(changed.config, field)).lower() == value
@@ -204,11 +206,11 @@ def test_checkpoint_runs_with_inference_fields_changed_and_refuses_other_fields(
     for field, value in changes.items():
         assert field in spec.label and value in spec.label
     with pytest.raises(ValueError, match=r"horizon cannot change after training .* can run with other"):
-        validate_checkpoint(spec.checkpoint, None, {"horizon": "8"})
+        inspect_checkpoint(spec.checkpoint, {"horizon": "8"})
     with pytest.raises(ValueError, match="horizon cannot change after training"):
         load_policy(tmp_path / "c", overrides={"horizon": "8"})
     with pytest.raises(ValueError, match=r"-o for .*c: .*n_action_steps must be in"):
-        validate_checkpoint(spec.checkpoint, None, {"n_action_steps": "99"})
+        inspect_checkpoint(spec.checkpoint, {"n_action_steps": "99"})
     with pytest.raises(ValueError, match="reference policy"):
         PolicySpec(name="scripted", overrides=(("top_k", "2"),))
 
@@ -260,6 +262,14 @@ def test_missing_checkpoint_files(tmp_path):
         load_policy(tmp_path / "empty")
 
 
+def test_damaged_weights_file_is_named(tmp_path, store):
+    build("diffusion", "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5])  # truncated, as by a full disk
+    with pytest.raises(ValueError, match=r"model.safetensors: not a readable safetensors file"):
+        load_policy(tmp_path / "c")
+
+
 def test_unknown_task_missing_observation_key_and_wrong_shape(store):
     policy = build("diffusion", "cpu", store, cameras=True).eval()
     obs = {"observation.state": torch.rand(1, 4), IMAGE_KEY: torch.zeros(1, 16, 16, 3, dtype=torch.uint8)}
@@ -284,6 +294,7 @@ def test_unknown_task_missing_observation_key_and_wrong_shape(store):
         ("horizon", 10, "divisible"),
         ("image_keys", ("front",), "observation.images"),
         ("state_noise", -0.1, "state_noise"),
+        ("shift_pad", -1, "shift_pad"),
         ("mixup", 1.5, "mixup"),
         ("mixup", -0.1, "mixup"),
     ],

@@ -9,7 +9,7 @@ from fixtures import IMAGE_KEY, concat, episode_arrays, make_store
 
 from visuomotor.datasets import EpisodeStore
 from visuomotor.datasets import stats as stats_mod
-from visuomotor.datasets.images import center_crop, random_crop, resize, to_float_chw
+from visuomotor.datasets.images import center_crop, random_crop, random_shift, resize, to_float_chw
 from visuomotor.datasets.normalize import Normalizer
 from visuomotor.datasets.stats import HIST_BINS, compute_stats, load_stats
 
@@ -282,6 +282,29 @@ def test_to_float_chw():
     assert to_float_chw(torch.full((1, 1, 3), 255, dtype=torch.uint8)).eq(1.0).all()
     with pytest.raises(TypeError, match="uint8"):
         to_float_chw(torch.rand(2, 5, 7, 3))
+
+
+def test_random_shift_moves_each_sample_by_at_most_pad_pixels_the_same_over_time():
+    x = torch.rand(16, 2, 3, 8, 8)
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    padded = torch.nn.functional.pad(x.reshape(-1, 3, 8, 8), (2, 2, 2, 2), mode="replicate").reshape(
+        16, 2, 3, 12, 12
+    )
+    offsets = []
+    for b in range(16):  # each sample is the padded image at one offset, the same for both frames
+        found = [
+            (t, left)
+            for t in range(5)
+            for left in range(5)
+            if torch.equal(y[b], padded[b, :, :, t : t + 8, left : left + 8])
+        ]
+        assert found, f"sample {b} is not a shifted copy of its input"
+        offsets.append(found[0])
+    assert len(set(offsets)) > 1  # the offsets differ between samples
+    assert random_shift(x, 0) is x
+    with pytest.raises(ValueError, match="shift padding"):
+        random_shift(x, -1)
 
 
 def test_center_crop_and_resize():

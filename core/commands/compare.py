@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from visuomotor.errors import InvalidInputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     names = [n.strip() for n in args.names.split(",")] if args.names else ["A", "B"]
     if len(names) != 2 or not all(names):
-        raise ValueError(f"--names takes two comma-separated names, got {args.names!r}")
+        raise InvalidInputError(f"--names takes two comma-separated names, got {args.names!r}")
     a, b = (load_evaluations([p for p in paths.split(",") if p]) for paths in (args.a, args.b))
     result = compare(a, b, rounds=args.rounds)
     print(format_comparison(result, *names))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from visuomotor.errors import InvalidInputError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for item in args.rename:
             old, sep, new = item.partition("=")
             if not sep or not old or not new:
-                raise ValueError(f"--rename expects OLD=NEW, got {item!r}")
+                raise InvalidInputError(f"--rename expects OLD=NEW, got {item!r}")
             rename[old] = new
         out = convert(args.src, args.dst, rename=rename, env_ids=args.env_id or None)
         print(f"wrote {out.path}: {out.num_episodes} episodes, {out.num_frames} frames")

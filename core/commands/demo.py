@@ -10,6 +10,8 @@ import argparse
 import shlex
 from pathlib import Path
 
+from visuomotor.errors import PathExistsError
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="metaworld/drawer-open-v3", help="environment id")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _new_run_dir(Path("runs"), "demo")
     store = out / "demo.zarr"
     if store.exists():
-        raise FileExistsError(f"{store} exists from an earlier run; pass --out NEW_DIR or remove it")
+        raise PathExistsError(f"{store} exists from an earlier run; pass --out NEW_DIR or remove it")
     eval_json = out / "eval.json"
 
     def q(x: object) -> str:

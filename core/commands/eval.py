@@ -14,6 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from visuomotor.errors import InvalidInputError
+
 logger = logging.getLogger(__name__)
 
 REFERENCE_POLICY_NAMES = ("scripted", "random")  # keep in sync with visuomotor.eval.policies (tested)
@@ -73,35 +75,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visuomotor.configs import parse_overrides
-    from visuomotor.eval.policies import PolicySpec, validate_checkpoint
+    from visuomotor.eval.policies import PolicySpec
     from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
 
     cameras = tuple(args.camera) if args.camera else None
     image_size = args.image_size
-    overrides = parse_overrides(args.policy_override)
+    overrides, flag = _inference_overrides(args)
     if args.checkpoint is not None:
-        wants = validate_checkpoint(args.checkpoint, args.n_action_steps, overrides)
-        spec = PolicySpec(
-            checkpoint=args.checkpoint,
-            n_action_steps=args.n_action_steps,
-            overrides=tuple(overrides.items()),
-        )
-        needs_images = bool(wants["cameras"])  # a state-only policy needs no rendering
+        from visuomotor.policies import inspect_checkpoint
+
+        info = inspect_checkpoint(args.checkpoint, overrides, flag)  # fails here, before any worker starts
+        spec = PolicySpec(checkpoint=args.checkpoint, overrides=tuple(overrides.items()))
+        needs_images = bool(info.cameras)  # a state-only policy needs no rendering
         # Render what the policy was trained on, unless told otherwise.
-        if cameras is None and wants["cameras"]:
-            cameras = tuple(wants["cameras"])
-        if args.image_size is None and wants["image_size"]:
-            image_size = wants["image_size"]
+        cameras = cameras or tuple(info.cameras) or None
+        image_size = image_size or info.image_size
     else:
-        if args.n_action_steps is not None:
-            raise ValueError("--n-action-steps applies to --checkpoint, not to a reference policy")
         if overrides:
-            raise ValueError("-o/--policy-override applies to --checkpoint, not to a reference policy")
+            raise InvalidInputError(f"{flag} applies to --checkpoint, not to a reference policy")
         spec = PolicySpec(name=args.policy)
         needs_images = False
     if args.videos_per_task < 0:
-        raise ValueError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
+        raise InvalidInputError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
     videos = args.videos_per_task if args.video else 0
     cfg = EnvConfig(
         cameras=cameras,
@@ -140,3 +135,18 @@ def run(args: argparse.Namespace) -> int:
     if args.video:
         logger.info("videos in %s", args.video)
     return 0
+
+
+def _inference_overrides(args: argparse.Namespace) -> tuple[dict[str, str], str]:
+    """The checkpoint's inference-time changes, `--n-action-steps TA` being `-o n_action_steps=TA`, and
+    the option(s) they came from (for error messages)."""
+    from visuomotor.configs import parse_overrides
+
+    overrides = parse_overrides(args.policy_override)
+    flags = ["-o/--policy-override"] if overrides else []
+    if args.n_action_steps is not None:
+        if "n_action_steps" in overrides:
+            raise InvalidInputError("give n_action_steps once: --n-action-steps or -o n_action_steps=...")
+        overrides["n_action_steps"] = str(args.n_action_steps)
+        flags.append("--n-action-steps")
+    return overrides, "/".join(flags) or "-o"

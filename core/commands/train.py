@@ -11,6 +11,7 @@ import argparse
 import json
 
 from visuomotor.configs import parse_overrides
+from visuomotor.errors import InvalidInputError
 from visuomotor.keys import image_key
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\ntraining config (TrainConfig):\n{describe(TrainConfig)}")
         return 0
     if not args.out or (not args.data and not args.resume):
-        raise ValueError("--out is required, and --data unless --resume")
+        raise InvalidInputError("--out is required, and --data unless --resume")
     policy_over = parse_overrides(args.policy_override)
     train_over = parse_overrides(args.train_override)
     for flag, field in (
@@ -90,15 +91,15 @@ def relative_state_overrides(data: str | None) -> dict[str, str]:
     from visuomotor.sim.metaworld_env import RELATIVE_STATE
 
     if not data:
-        raise ValueError("--relative-state needs --data (it reads the store's layout)")
+        raise InvalidInputError("--relative-state needs --data (it reads the store's layout)")
     store = EpisodeStore.open(data)
     env_id = str(store.attrs.get("env_id", ""))
     if not env_id.startswith("metaworld/"):
-        raise ValueError(
+        raise InvalidInputError(
             f"--relative-state knows the layout of Metaworld's environment state only; {data} was "
             f"recorded from {env_id or 'an unknown environment'!r}. Use -o state_dims=... -o state_differences=..."
         )
     if "observation.environment_state" not in store.keys:
-        raise ValueError(f"--relative-state: {data} has no 'observation.environment_state'")
+        raise InvalidInputError(f"--relative-state: {data} has no 'observation.environment_state'")
     over = {"state_keys": json.dumps(["observation.environment_state"])}
     return over | {k: json.dumps(v) for k, v in RELATIVE_STATE.items()}

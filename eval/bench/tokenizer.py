@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from visuomotor.errors import InvalidInputError
+
 
 def run_benchmark(
     json_path: str | None,
@@ -29,14 +31,16 @@ def run_benchmark(
     from visuomotor.policies.carp import CarpPolicy
 
     if not checkpoint or not store_path:
-        raise ValueError("bench tokenizer needs --checkpoint (a CARP run or checkpoint) and --store")
+        raise InvalidInputError("bench tokenizer needs --checkpoint (a CARP run or checkpoint) and --store")
     policy = load_policy(checkpoint)
     if not isinstance(policy, CarpPolicy):
-        raise ValueError(f"{checkpoint}: a '{policy.name}' checkpoint; the tokenizer benchmark needs CARP")
+        raise InvalidInputError(
+            f"{checkpoint}: a '{policy.name}' checkpoint; the tokenizer benchmark needs CARP"
+        )
     c = policy.config
     store = EpisodeStore.open(store_path)
     if list(store.shape("action")) != [c.action_dim]:
-        raise ValueError(
+        raise InvalidInputError(
             f"{store_path}: actions of shape {list(store.shape('action'))}, the checkpoint's are [{c.action_dim}]"
         )
     sampler = SequenceSampler(store, c.window_spec(obs_keys=()))  # the training windows' actions

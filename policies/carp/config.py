@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.policies.common.config import PolicyConfig
 
 
@@ -58,18 +59,20 @@ class CarpConfig(PolicyConfig):
         self.vae_widths = tuple(self.vae_widths)
         latent = self.horizon / 2 ** len(self.vae_widths)
         if latent != int(latent) or self.scales[-1] != latent:
-            raise ValueError(
+            raise InvalidInputError(
                 f"scales must end at the latent length horizon / 2^{len(self.vae_widths)} = {latent:g} "
                 f"(horizon {self.horizon}), got scales {list(self.scales)}"
             )
         if list(self.scales) != sorted(set(self.scales)) or self.scales[0] < 1:
-            raise ValueError(f"scales must be strictly increasing and >= 1, got {list(self.scales)}")
+            raise InvalidInputError(f"scales must be strictly increasing and >= 1, got {list(self.scales)}")
         if self.width % self.heads:
-            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+            raise InvalidInputError(f"width {self.width} must be divisible by heads {self.heads}")
         if self.top_k < 1 or self.top_k > self.codebook_size:
-            raise ValueError(f"top_k must be in [1, codebook_size={self.codebook_size}], got {self.top_k}")
+            raise InvalidInputError(
+                f"top_k must be in [1, codebook_size={self.codebook_size}], got {self.top_k}"
+            )
         if self.tokenizer_steps < 0:
-            raise ValueError(f"tokenizer_steps must be >= 0, got {self.tokenizer_steps}")
+            raise InvalidInputError(f"tokenizer_steps must be >= 0, got {self.tokenizer_steps}")
 
 
 PRESETS: dict[str, dict] = {

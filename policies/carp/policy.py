@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.policies.carp.config import CarpConfig
 from visuomotor.policies.carp.model import CoarseToFineTransformer
 from visuomotor.policies.carp.tokenizer import MultiScaleActionTokenizer
@@ -66,7 +67,7 @@ class CarpPolicy(Policy):
         c = self.config
         tok_steps = 0 if c.tokenizer_from else c.tokenizer_steps
         if total_steps <= tok_steps:
-            raise ValueError(
+            raise InvalidInputError(
                 f"CARP trains the tokenizer for tokenizer_steps={tok_steps} steps and the transformer for "
                 f"the rest of the run: steps must exceed {tok_steps}, got {total_steps}"
             )
@@ -97,7 +98,7 @@ class CarpPolicy(Policy):
 
     def set_stage(self, name: str) -> None:
         if name not in STAGES:
-            raise ValueError(f"CARP has stages {STAGES}, not {name!r}")
+            raise InvalidInputError(f"CARP has stages {STAGES}, not {name!r}")
         self.stage = name
 
     def prepare_training(self) -> None:
@@ -109,7 +110,7 @@ class CarpPolicy(Policy):
 
         source = load_policy(self.config.tokenizer_from, device=str(self.device))
         if not isinstance(source, CarpPolicy):
-            raise ValueError(
+            raise InvalidInputError(
                 f"tokenizer_from={self.config.tokenizer_from!r} is a '{source.name}' checkpoint, not CARP"
             )
         for field in (
@@ -123,7 +124,7 @@ class CarpPolicy(Policy):
         ):
             mine, theirs = _plain(getattr(self.config, field)), _plain(getattr(source.config, field))
             if mine != theirs:
-                raise ValueError(
+                raise InvalidInputError(
                     f"tokenizer_from={self.config.tokenizer_from!r}: its {field} is {theirs}, this run's is {mine}"
                 )
         self.tokenizer.load_state_dict(source.tokenizer.state_dict())

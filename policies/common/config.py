@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from visuomotor.configs import apply_overrides
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
+from visuomotor.errors import InvalidInputError
 
 
 @dataclass
@@ -55,6 +56,9 @@ class PolicyConfig:
     """Channels of the small CNN's first layer (doubling twice); ignored by timm backbones."""
     crop_ratio: float = 0.9
     """Random crop (training) / centre crop (inference) side as a fraction of the image side; 1 = off."""
+    shift_pad: int = 0
+    """Random shift while training (DrQ, Kostrikov et al. 2020): pad each image by this many pixels
+    (border repeated) and crop back to its size at a random offset, after the crop; 0 = off."""
     state_noise: float = 0.0
     """Std of Gaussian noise added to the normalised low-dim state while training (robomimic's obs-noise
     randomiser); it keeps a policy trained on a few demonstrations from keying on exact state values."""
@@ -75,37 +79,41 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         if self.n_obs_steps < 1:
-            raise ValueError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
+            raise InvalidInputError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
         if self.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+            raise InvalidInputError(f"horizon must be >= 1, got {self.horizon}")
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"n_action_steps must be in [1, horizon - n_obs_steps + 1] = [1, "
                 f"{self.horizon - self.n_obs_steps + 1}], got {self.n_action_steps}"
             )
         if self.temporal_ensemble is not None and not math.isfinite(self.temporal_ensemble):
-            raise ValueError(
+            raise InvalidInputError(
                 f"temporal_ensemble must be a finite number or None, got {self.temporal_ensemble}"
             )
         for name in ("state_norm", "action_norm", "image_norm"):
             if getattr(self, name) not in ("min_max", "mean_std", "identity"):
-                raise ValueError(f"{name} must be min_max, mean_std or identity, got {getattr(self, name)!r}")
+                raise InvalidInputError(
+                    f"{name} must be min_max, mean_std or identity, got {getattr(self, name)!r}"
+                )
         bad = [k for k in self.image_keys if not is_image_key(k)]
         if bad:
-            raise ValueError(f"image_keys must start with 'observation.images.', got {bad}")
+            raise InvalidInputError(f"image_keys must start with 'observation.images.', got {bad}")
         if not 0.1 <= self.crop_ratio <= 1.0:
-            raise ValueError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+            raise InvalidInputError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
+        if self.shift_pad < 0:
+            raise InvalidInputError(f"shift_pad must be >= 0, got {self.shift_pad}")
         if self.state_noise < 0:
-            raise ValueError(f"state_noise must be >= 0, got {self.state_noise}")
+            raise InvalidInputError(f"state_noise must be >= 0, got {self.state_noise}")
         if not 0.0 <= self.mixup <= 1.0:
-            raise ValueError(f"mixup must be in [0, 1], got {self.mixup}")
+            raise InvalidInputError(f"mixup must be in [0, 1], got {self.mixup}")
         if self.mixup > 0 and self.image_keys:
-            raise ValueError(
+            raise InvalidInputError(
                 f"mixup mixes low-dim states and actions; this policy also sees images {list(self.image_keys)}"
             )
         bad_diff = [t for t in self.state_differences if len(t) != 3 or min(t) < 0 or t[2] < 1]
         if bad_diff:
-            raise ValueError(
+            raise InvalidInputError(
                 f"state_differences must hold (a, b, n) triples with a, b >= 0 and n >= 1, got {bad_diff}"
             )
         self.state_keys = tuple(self.state_keys)
@@ -146,17 +154,17 @@ class PolicyConfig:
         """The shapes the policy needs are known (i.e. the config was adapted to a store)."""
         missing = [k for k in self.input_keys if k not in self.input_shapes]
         if missing or self.action_dim <= 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"config is not adapted to a dataset: missing input shapes {missing}, action_dim={self.action_dim}"
             )
         bad_dims = [d for d in self.state_dims or () if not 0 <= d < self.state_dim]
         if bad_dims:
-            raise ValueError(
+            raise InvalidInputError(
                 f"state_dims {bad_dims} lie outside the {self.state_dim}-d state of {list(self.state_keys)}"
             )
         out_of_range = [(a, b, n) for a, b, n in self.state_differences if max(a, b) + n > self.state_dim]
         if out_of_range:
-            raise ValueError(
+            raise InvalidInputError(
                 f"state_differences {out_of_range} reach past the {self.state_dim}-d state "
                 f"of {list(self.state_keys)}"
             )
@@ -169,11 +177,11 @@ def with_inference_overrides(config: Any, overrides: Mapping[str, str], where: s
     allowed = type(config).INFERENCE_FIELDS
     refused = sorted(set(overrides) - set(allowed))
     if refused:
-        raise ValueError(
+        raise InvalidInputError(
             f"{where}: {', '.join(refused)} cannot change after training (the weights depend on it); "
             f"a {type(config).__name__} checkpoint can run with other {', '.join(allowed)}"
         )
     try:
         return apply_overrides(config, dict(overrides))
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
+        raise InvalidInputError(f"{where}: {exc}") from exc

@@ -2,10 +2,10 @@
 
 Images go through one encoder per camera (Diffusion Policy keeps separate encoders per camera): a small
 GroupNorm CNN for the `cpu` presets or a timm model (ResNet-18 with GroupNorm for `paper`, DP §3.2;
-trained from scratch here since no weights can be downloaded), with a random crop while training and a
-centre crop at inference. Low-dim state is passed through as is (DP concatenates it to the image
-features), with the configured state differences (`differences.py`) beside it. A learned embedding of
-the task index conditions multi-task policies.
+trained from scratch here since no weights can be downloaded). While training, a random crop (DP) and
+optionally a random shift (DrQ) augment them; at inference the crop is the centre one. Low-dim state is
+passed through as is (DP concatenates it to the image features), with the configured state differences
+(`differences.py`) beside it. A learned embedding of the task index conditions multi-task policies.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from visuomotor.datasets.images import center_crop, random_crop
+from visuomotor.datasets.images import center_crop, random_crop, random_shift
+from visuomotor.errors import InvalidInputError
 from visuomotor.policies.common.config import PolicyConfig
 from visuomotor.policies.common.differences import DIFFERENCES_KEY
 
@@ -76,7 +77,7 @@ def make_backbone(name: str, out_dim: int, cnn_width: int = 32) -> nn.Module:
     except TypeError:  # models without a norm_layer argument keep their own normalisation
         trunk = timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as exc:
-        raise ValueError(f"unknown vision backbone {name!r}: {exc}") from exc
+        raise InvalidInputError(f"unknown vision backbone {name!r}: {exc}") from exc
     return nn.Sequential(trunk, nn.Linear(trunk.num_features, out_dim))
 
 
@@ -116,6 +117,8 @@ class ObsEncoder(nn.Module):
             if self.config.crop_ratio < 1.0:
                 size = self.crop_size(key)
                 img = random_crop(img, size) if self.training else center_crop(img, size)
+            if self.training and self.config.shift_pad:
+                img = random_shift(img, self.config.shift_pad)
             f = self.cameras[key.replace(".", "_")](rearrange(img, "b t c h w -> (b t) c h w"))
             feats.append(rearrange(f, "(b t) d -> b t d", b=B))  # (B, To, D)
         if self.config.state_keys:
@@ -132,6 +135,6 @@ class ObsEncoder(nn.Module):
         cond = torch.cat(feats, dim=-1).reshape(B, -1)  # (B, To * per_step)
         if self.task_embedding is not None:
             if task_index is None:
-                raise ValueError("this policy is task-conditioned: observations need a 'task'")
+                raise InvalidInputError("this policy is task-conditioned: observations need a 'task'")
             cond = torch.cat([cond, self.task_embedding(task_index)], dim=-1)  # (B, out_dim)
         return cond

@@ -15,20 +15,25 @@ from typing import Any, ClassVar
 
 import torch
 from huggingface_hub import ModelHubMixin
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
-from visuomotor.configs import from_dict, to_dict
+from visuomotor.configs import to_dict
 from visuomotor.datasets.images import to_float_chw
 from visuomotor.datasets.normalize import Normalizer
-from visuomotor.policies.common.config import PolicyConfig, with_inference_overrides
+from visuomotor.errors import InvalidInputError, MissingKeyError
+from visuomotor.policies.common.config import PolicyConfig
 from visuomotor.policies.common.differences import DIFFERENCES_KEY, difference_stats, state_differences
 from visuomotor.policies.common.ensembling import TemporalEnsemble
 from visuomotor.policies.common.mixup import mix_with_nearest
-
-CHECKPOINT_FORMAT = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+from visuomotor.policies.common.saved import (
+    CHECKPOINT_FORMAT,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointInfo,
+    inspect_checkpoint,
+)
 
 
 @dataclass(frozen=True)
@@ -116,13 +121,13 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             return torch.as_tensor(obs["task_index"], dtype=torch.long, device=self.device)
         tasks = obs.get("task")
         if tasks is None:
-            raise ValueError(
+            raise InvalidInputError(
                 f"this policy is conditioned on {len(self.config.tasks)} tasks: pass obs['task']"
             )
         tasks = [tasks] * batch_size if isinstance(tasks, str) else list(tasks)
         unknown = [t for t in tasks if t not in self._task_index]
         if unknown:
-            raise ValueError(f"unknown task {unknown[0]!r}; this policy knows {self.config.tasks}")
+            raise InvalidInputError(f"unknown task {unknown[0]!r}; this policy knows {self.config.tasks}")
         return torch.tensor([self._task_index[t] for t in tasks], dtype=torch.long, device=self.device)
 
     def prepare_obs(self, obs: dict[str, Any]) -> dict[str, Tensor]:
@@ -131,13 +136,13 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         raw_state: list[Tensor] = []
         for key in self.config.input_keys:
             if key not in obs:
-                raise KeyError(
+                raise MissingKeyError(
                     f"observation is missing '{key}'; this policy needs {list(self.config.input_keys)}"
                 )
             x = torch.as_tensor(obs[key], device=self.device)
             frame = list(self.config.input_shapes[key])
             if list(x.shape[-len(frame) :]) != frame:
-                raise ValueError(
+                raise InvalidInputError(
                     f"observation '{key}' has shape {list(x.shape)}; this policy expects frames of shape {frame}"
                 )
             if key in self.config.image_keys:
@@ -204,7 +209,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         step = {k: torch.as_tensor(obs[k]) for k in self.config.input_keys if k in obs}
         missing = [k for k in self.config.input_keys if k not in step]
         if missing:
-            raise KeyError(
+            raise MissingKeyError(
                 f"observation is missing {missing}; this policy needs {list(self.config.input_keys)}"
             )
         if not self._obs_history:  # first step of an episode: repeat it to fill the history
@@ -245,40 +250,22 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     ) -> Policy:
         """Load a checkpoint directory written by `save_pretrained` of this policy class, optionally with
         some inference-time fields changed (`PolicyConfig.INFERENCE_FIELDS`, e.g. n_action_steps)."""
-        directory = Path(directory)
-        meta = read_checkpoint_meta(directory)
-        if meta["policy"] != cls.name:
-            raise ValueError(f"{directory} holds a '{meta['policy']}' policy, not '{cls.name}'")
-        config = checkpoint_config(cls.config_class, directory, meta)
-        if overrides:
-            config = with_inference_overrides(config, overrides, str(directory))
+        info = inspect_checkpoint(directory, overrides)
+        if info.policy != cls.name:
+            raise InvalidInputError(f"{info.directory} holds a '{info.policy}' policy, not '{cls.name}'")
+        return cls.from_checkpoint(info, device)
+
+    @classmethod
+    def from_checkpoint(cls, info: CheckpointInfo, device: str | None = None) -> Policy:
+        """The policy `inspect_checkpoint` described, with its weights, in eval mode."""
+        config = info.config
         if device:
             config.device = device
         policy = cls(config)
         try:
-            load_model(policy, str(directory / WEIGHTS_NAME), strict=True)
+            load_model(policy, str(info.weights), strict=True)
         except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: {exc}") from exc
+            raise InvalidInputError(f"{info.weights} does not match the config: {exc}") from exc
+        except SafetensorError as exc:  # truncated or overwritten file
+            raise InvalidInputError(f"{info.weights}: not a readable safetensors file ({exc})") from exc
         return policy.to(config.device).eval()
-
-
-def checkpoint_config(config_cls: type, directory: Path, meta: dict[str, Any]) -> Any:
-    """The config stored in a checkpoint's metadata, built (and validated) as `config_cls`; errors name
-    the file and field."""
-    return from_dict(config_cls, meta["config"], where=f"{directory / CONFIG_NAME}:config")
-
-
-def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
-    path = directory / CONFIG_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"{directory}: not a policy checkpoint (no {CONFIG_NAME})")
-    if not (directory / WEIGHTS_NAME).exists():
-        raise FileNotFoundError(f"{directory}: checkpoint has no {WEIGHTS_NAME}")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON: {exc}") from exc
-    for field in ("policy", "config"):
-        if field not in meta:
-            raise ValueError(f"{path}: missing field '{field}'")
-    return meta

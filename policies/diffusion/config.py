@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from visuomotor.errors import InvalidInputError
 from visuomotor.policies.common.config import PolicyConfig
 
 
@@ -43,16 +44,18 @@ class DiffusionConfig(PolicyConfig):
         super().__post_init__()
         self.down_dims = tuple(self.down_dims)
         if self.sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be ddpm or ddim, got {self.sampler!r}")
+            raise InvalidInputError(f"sampler must be ddpm or ddim, got {self.sampler!r}")
         if self.prediction_type not in ("epsilon", "sample"):
-            raise ValueError(f"prediction_type must be epsilon or sample, got {self.prediction_type!r}")
+            raise InvalidInputError(
+                f"prediction_type must be epsilon or sample, got {self.prediction_type!r}"
+            )
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise ValueError(
+            raise InvalidInputError(
                 f"num_inference_steps must be in [1, num_train_timesteps={self.num_train_timesteps}], "
                 f"got {self.num_inference_steps}"
             )
         if self.horizon % (2 ** (len(self.down_dims) - 1)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"horizon {self.horizon} must be divisible by 2^(levels-1) = {2 ** (len(self.down_dims) - 1)}"
             )
 

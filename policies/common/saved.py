@@ -1,0 +1,84 @@
+"""A saved policy directory (architecture.md §Training runs and checkpoints): `config.json` (policy
+name, format, config) beside `model.safetensors`. Reading one needs no torch, so the CLI's parent
+process can check a checkpoint before any worker starts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visuomotor.configs import from_dict
+from visuomotor.errors import InvalidInputError, MissingPathError
+from visuomotor.keys import camera_of
+from visuomotor.rundir import resolve_checkpoint
+
+CHECKPOINT_FORMAT = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint holds, read once: where it is, which policy, and its config (validated, with
+    any inference-time overrides applied)."""
+
+    directory: Path
+    policy: str
+    config: Any
+
+    @property
+    def weights(self) -> Path:
+        return self.directory / WEIGHTS_NAME
+
+    @property
+    def cameras(self) -> list[str]:
+        """Cameras the policy sees, in its input order; empty for a state-only policy."""
+        return [camera_of(k) for k in self.config.image_keys]
+
+    @property
+    def image_size(self) -> int | None:
+        """Side of the images it was trained on (H of the first camera), None without cameras."""
+        keys = self.config.image_keys
+        return int(self.config.input_shapes[keys[0]][0]) if keys else None
+
+
+def inspect_checkpoint(
+    path: str | Path, overrides: Mapping[str, str] | None = None, flag: str = "-o"
+) -> CheckpointInfo:
+    """Read the checkpoint at `path` (a checkpoint directory, or a run directory: its best, else last)
+    and build its config with `overrides` applied to inference-time fields. Every caller that loads
+    or checks a checkpoint goes through here: the CLI's parent before workers start, each worker
+    when it builds the policy. Errors name the directory, the file or the field (`flag` says which
+    command-line option the overrides came from)."""
+    from visuomotor.policies import get_policy_entry
+    from visuomotor.policies.common.config import with_inference_overrides
+
+    directory = resolve_checkpoint(Path(path))
+    meta = read_checkpoint_meta(directory)
+    config_cls = get_policy_entry(meta["policy"]).config_class_and_presets()[0]
+    config = from_dict(config_cls, meta["config"], where=f"{directory / CONFIG_NAME}:config")
+    if overrides:
+        config = with_inference_overrides(config, overrides, f"{flag} for {path}")
+    return CheckpointInfo(directory, meta["policy"], config)
+
+
+def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
+    """`config.json` of a checkpoint directory, with its required fields checked."""
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise MissingPathError(f"{directory}: not a policy checkpoint (no {CONFIG_NAME})")
+    if not (directory / WEIGHTS_NAME).exists():
+        raise MissingPathError(f"{directory}: checkpoint has no {WEIGHTS_NAME}")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    for field in ("policy", "config"):
+        if field not in meta:
+            raise InvalidInputError(f"{path}: missing field '{field}'")
+    return meta

@@ -139,6 +139,14 @@ def _dist_info() -> tuple[int, int]:
     return rank, world
 
 
+def describe_inputs(config: Any) -> str:
+    """What a policy sees, in one line: each input key with its frame shape, and the task conditioning."""
+    parts = [f"{key} {'x'.join(map(str, config.input_shapes[key]))}" for key in config.input_keys]
+    if config.use_tasks:
+        parts.append(f"task ({len(config.tasks)} tasks)")
+    return ", ".join(parts)
+
+
 def _check_store_matches(config: Any, store: Any) -> None:
     for key in (*config.input_keys, "action"):
         if key not in store.keys:
@@ -182,6 +190,8 @@ def train(
     else:
         config, tcfg = _new_configs(run_dir, policy_name, preset, policy_overrides, train_overrides)
     store, sampler, val_sampler, stats = _open_data(config, tcfg, data, resume, rank)
+    if rank == 0:
+        log.info("inputs: %s", describe_inputs(config))
     policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume)
     if resume:
         start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg)

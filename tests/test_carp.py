@@ -173,7 +173,7 @@ def store_path(tmp_path_factory):
 def carp_args(store, out, steps: int, *extra: str) -> list[str]:
     return [
         "train", "--policy", "carp", "--data", str(store), "--out", str(out), "--steps", str(steps),
-        *TINY_CARP, "-o", "tokenizer_steps=8",
+        "--cameras", "none", *TINY_CARP, "-o", "tokenizer_steps=8",
         "-t", "save_every=4", "-t", "log_every=2", "-t", "warmup_steps=2", "--no-progress", *extra,
     ]  # fmt: skip
 

@@ -85,6 +85,21 @@ def test_store_that_does_not_match_the_policy(tmp_path, store_path, capsys):
     assert "no_such_field" in capsys.readouterr().err
 
 
+def test_a_new_run_sees_the_store_cameras_unless_told_otherwise(tmp_path, store_path, caplog):
+    def image_keys(run: Path) -> list[str]:
+        return json.loads((run / "run.json").read_text())["policy_config"]["image_keys"]
+
+    caplog.set_level("INFO", logger="visuomotor.train")
+    assert main(train_args(store_path, tmp_path / "default", 2)) == 0
+    assert image_keys(tmp_path / "default") == ["observation.images.top"]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inputs:")]
+    assert said == ["inputs: observation.state 4, observation.images.top 16x16x3, task (2 tasks)"]
+    assert main(train_args(store_path, tmp_path / "blind", 2, "--cameras", "none")) == 0
+    assert image_keys(tmp_path / "blind") == []
+    assert main(train_args(store_path, tmp_path / "explicit", 2, "-o", "image_keys=[]")) == 0
+    assert image_keys(tmp_path / "explicit") == []
+
+
 def test_relative_state_needs_a_metaworld_store(tmp_path, store_path, capsys):
     assert main(train_args(store_path, tmp_path / "run", 2, "--relative-state")) == 2
     err = capsys.readouterr().err

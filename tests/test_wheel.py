@@ -127,7 +127,8 @@ def test_installed_cli_collects_trains_and_evaluates(installed, tmp_path):
     env, store, run = "metaworld/reach-v3", tmp_path / "s.zarr", tmp_path / "run"
     collect = ["collect", "--env", env, "--episodes", "1", "--out", str(store), "--workers", "1"]
     train = ["train", "--policy", "carp", "--data", str(store), "--out", str(run), "--steps", "4"]
-    train += ["--no-progress", "-o", "state_keys=observation.environment_state", "-o", "tokenizer_steps=2"]
+    train += ["--no-progress", "--cameras", "none", "-o", "state_keys=observation.environment_state"]
+    train += ["-o", "tokenizer_steps=2"]
     evaluate = ["eval", "--checkpoint", str(run), "--env", env, "--episodes", "1", "--max-steps", "10"]
     evaluate += ["--workers", "1", "--json", str(tmp_path / "eval.json")]
     steps = [[cli, *collect], [cli, *train], [cli, *evaluate]]

@@ -44,9 +44,10 @@ def run(args: argparse.Namespace) -> int:
     steps = [
         f"collect --env {q(args.env)} --episodes {args.episodes} --out {q(store)} --image-size 64",
         f"dataset info {q(store)}",
-        # State-based: the full Metaworld state (object and goal positions) conditions the policy.
+        # State-based: the full Metaworld state (object and goal positions) conditions the policy; the
+        # camera recorded for the videos is not an input (--cameras none).
         f"train --policy diffusion --preset cpu --data {q(store)} --out {q(out / 'run')} --steps {args.steps} "
-        "-o state_keys=observation.environment_state",
+        "--cameras none -o state_keys=observation.environment_state",
         f"eval --checkpoint {q(out / 'run')} --env {q(args.env)} --episodes {args.eval_episodes} "
         f"--json {q(eval_json)} --video {q(out / 'videos')} --videos-per-task 2",
     ]

@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--cameras", help="comma-separated cameras to train on (default: state only)")
+    parser.add_argument(
+        "--cameras",
+        help="comma-separated cameras to train on, or 'none' for low-dim state only (default: every camera "
+        "of the store, except with --relative-state)",
+    )
     parser.add_argument("--eval-episodes", type=int, help="rollout episodes per task when evaluating")
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps (and at the end)")
     parser.add_argument(
@@ -68,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
             train_over[field] = str(getattr(args, flag))
     if args.relative_state:
         policy_over = relative_state_overrides(args.data) | policy_over
-    if args.cameras:
-        cams = [image_key(c) for c in args.cameras.split(",") if c]
-        policy_over["image_keys"] = json.dumps(cams)
+    cams = _cameras(args, policy_over)
+    if cams is not None:
+        policy_over["image_keys"] = json.dumps([image_key(c) for c in cams])
     summary = train(
         args.policy,
         args.data,
@@ -83,6 +87,20 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str] | None:
+    """The cameras a new run sees: --cameras as given ('none': none); by default every camera of the
+    store, so a policy trained on a store with images sees them. A privileged-state run
+    (--relative-state) and an explicit `-o image_keys` keep their own choice. None = leave the config's."""
+    if args.cameras is not None:
+        return [] if args.cameras.strip().lower() in ("", "none") else [c for c in args.cameras.split(",") if c]
+    if args.resume or args.relative_state or "image_keys" in policy_over:
+        return None
+    from visuomotor.datasets import EpisodeStore
+    from visuomotor.keys import IMAGE_PREFIX, camera_of
+
+    return [camera_of(k) for k in EpisodeStore.open(args.data).keys if k.startswith(IMAGE_PREFIX)]
 
 
 def relative_state_overrides(data: str | None) -> dict[str, str]:

@@ -39,10 +39,24 @@ def test_collect_train_eval_with_images(tmp_path, store):
     assert len(list(videos.glob("*.mp4"))) == 1
 
 
+def test_an_image_checkpoint_refuses_views_it_was_not_trained_on(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert train(store, run, 2, "--cameras", "corner2") == 0
+    evaluate = ["eval", "--checkpoint", str(run), "--episodes", "1", "--max-steps", "5"]
+    assert main([*evaluate, "--env", ENV, "--image-size", "64"]) == 2
+    err = capsys.readouterr().err
+    assert "32x32 'observation.images.corner2'" in err and "64x64" in err
+    assert main([*evaluate, "--env", ENV, "--camera", "topview"]) == 2
+    assert "'observation.images.corner2', but --camera renders only ['topview']" in capsys.readouterr().err
+    assert main([*evaluate, "--env", "robosuite/Lift"]) == 2
+    assert "which robosuite/Lift does not have" in capsys.readouterr().err
+
+
 def test_training_with_periodic_rollouts_tracks_the_best_checkpoint(tmp_path, store):
     run = tmp_path / "run"
     rollouts = ["--eval-every", "2", "--eval-episodes", "1", "-t", "eval_workers=1", "-t", "save_every=2"]
-    assert train(store, run, 4, *rollouts, "-o", "state_keys=observation.environment_state") == 0
+    state = ["--cameras", "none", "-o", "state_keys=observation.environment_state"]
+    assert train(store, run, 4, *rollouts, *state) == 0
     history = json.loads((run / "metrics.json").read_text())
     evals = [h for h in history if "success_rate" in h]
     assert [h["step"] for h in evals] == [2, 4]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from visuomotor.errors import InvalidInputError
 
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         # Render what the policy was trained on, unless told otherwise.
         cameras = cameras or tuple(info.cameras) or None
         image_size = image_size or info.image_size
+        _check_views(args.checkpoint, info, args.env, cameras, image_size)
     else:
         if overrides:
             raise InvalidInputError(f"{flag} applies to --checkpoint, not to a reference policy")
@@ -150,3 +152,28 @@ def _inference_overrides(args: argparse.Namespace) -> tuple[dict[str, str], str]
         overrides["n_action_steps"] = str(args.n_action_steps)
         flags.append("--n-action-steps")
     return overrides, "/".join(flags) or "-o"
+
+
+def _check_views(
+    checkpoint: str, info: Any, env: str, cameras: tuple[str, ...] | None, size: int | None
+) -> None:
+    """An image policy gets the cameras it was trained on, at its image size, from every env it runs in;
+    otherwise one error naming the camera key and both sizes, before any worker starts."""
+    from visuomotor.keys import image_key
+    from visuomotor.sim.registry import expand_env_id, get_spec
+
+    for camera in info.cameras:
+        key = image_key(camera)
+        if camera not in (cameras or ()):
+            raise InvalidInputError(
+                f"{checkpoint} sees '{key}', but --camera renders only {list(cameras or ())}"
+            )
+        for env_id in expand_env_id(env):
+            if camera not in get_spec(env_id).valid_cameras:
+                raise InvalidInputError(f"{checkpoint} sees '{key}', which {env_id} does not have")
+        trained = info.config.input_shapes[key][:2]
+        if size is not None and [size, size] != list(trained):
+            raise InvalidInputError(
+                f"{checkpoint} was trained on {trained[0]}x{trained[1]} '{key}' images; --image-size {size} "
+                f"renders {size}x{size}"
+            )

@@ -94,7 +94,9 @@ def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str]
     store, so a policy trained on a store with images sees them. A privileged-state run
     (--relative-state) and an explicit `-o image_keys` keep their own choice. None = leave the config's."""
     if args.cameras is not None:
-        return [] if args.cameras.strip().lower() in ("", "none") else [c for c in args.cameras.split(",") if c]
+        return (
+            [] if args.cameras.strip().lower() in ("", "none") else [c for c in args.cameras.split(",") if c]
+        )
     if args.resume or args.relative_state or "image_keys" in policy_over:
         return None
     from visuomotor.datasets import EpisodeStore

@@ -180,3 +180,29 @@ def test_ddp_two_cpu_processes(tmp_path, store_path):
     # Rank 0 alone writes; the run ends with a check that both replicas hold the same weights.
     assert os.readlink(out / "checkpoints" / "last") == "step-0000006"
     assert load_policy(out).config.action_dim == 2
+
+
+def test_train_benchmark_times_every_stage_after_its_warm_up(tmp_path):
+    from visuomotor.eval.bench import train as bench
+
+    bench._store(tmp_path / "s.zarr", episodes=10, length=30)
+    result = bench._child(str(tmp_path / "s.zarr"), str(tmp_path / "run"), "carp", "cpu", True, quick=True)
+    timed, _warmup = bench.QUICK_STEPS
+    assert result["inputs"] == "image" and result["batch_size"] == 64
+    assert sorted(result["stages"]) == ["0", "1"]  # tokenizer, then transformer
+    assert all(s["steps_timed"] == timed for s in result["stages"].values())
+    assert all(s["samples_per_s"] == pytest.approx(64 / s["s_per_step"]) for s in result["stages"].values())
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["policy_config"]["image_keys"] == ["observation.images.corner2"]
+    assert run["policy_config"]["state_keys"] == ["observation.state"]
+    assert {(p, preset, image) for p, preset, image in bench.variants()} >= {
+        ("diffusion", "cpu", True), ("diffusion", "paper", False), ("carp", "cpu", False), ("carp", "paper", True)
+    }  # fmt: skip
+
+
+def test_step_times_leave_out_each_stage_warm_up():
+    from visuomotor.eval.bench.train import _step_times
+
+    history = [{"wall_s": t, "stage": s} for t, s in [(1, 0), (3, 0), (4, 0), (10, 1), (12, 1), (15, 1)]]
+    assert _step_times(history, warmup=1) == {0: [2, 1], 1: [2, 3]}
+    assert _step_times(history, warmup=2) == {0: [1], 1: [3]}

@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "sim": "visuomotor.eval.bench.sim",
     "latency": "visuomotor.eval.bench.latency",
     "tokenizer": "visuomotor.eval.bench.tokenizer",
+    "train": "visuomotor.eval.bench.train",
 }
 
 

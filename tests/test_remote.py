@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from fixtures import IMAGE_KEY, make_store
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from visuomotor.cli import main
@@ -211,3 +212,38 @@ def test_a_client_whose_server_is_gone_gets_a_clear_error(policy):
         client.infer(window(meta), task="push")
     with pytest.raises(ConnectionError, match="no policy server at"):
         PolicyClient(url, timeout=2)
+
+
+def test_fuzzed_messages_are_all_refused_and_the_server_keeps_answering(policy):
+    import random
+
+    from visuomotor.eval.bench.server import _mutations
+
+    model, meta = policy
+    valid = {
+        "type": "infer",
+        "id": 1,
+        "task": "push",
+        "observation": {k: encode_array(v) for k, v in window(meta).items()},
+    }
+    server = PolicyServer(model, meta)
+    rng, replies, closed = random.Random(0), [], 0
+    kinds = set()
+    with server.serve_in_background() as url, PolicyClient(url) as client:
+        raw = connect(url, max_size=None)
+        unpack(raw.recv(5), 1 << 20)
+        for _ in range(300):
+            kind, data = _mutations(valid, meta, rng)
+            kinds.add(kind)
+            raw.send(data)
+            try:
+                replies.append((kind, unpack(raw.recv(5), 1 << 20)))
+            except ConnectionClosed:  # over the size limit
+                closed += 1
+                raw = connect(url, max_size=None)
+                unpack(raw.recv(5), 1 << 20)
+        raw.close()
+        assert client.infer(window(meta), task="push").actions.shape == (meta.n_actions, meta.action_dim)
+    assert len(replies) + closed == 300 and closed > 0 and len(kinds) == 9
+    # A flipped byte inside the data can leave a valid request; every other kind is invalid by construction.
+    assert all(r["type"] == "error" for kind, r in replies if kind != "bytes_flipped")

@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "latency": "visuomotor.eval.bench.latency",
     "tokenizer": "visuomotor.eval.bench.tokenizer",
     "train": "visuomotor.eval.bench.train",
+    "server": "visuomotor.eval.bench.server",
 }
 
 

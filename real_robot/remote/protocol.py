@@ -165,10 +165,13 @@ def decode_array(value: Any, where: str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- requests
-def message_id(msg: dict[str, Any]) -> int | None:
-    """The request id if it is a plain integer (echoed in the reply), else None."""
+def message_id(msg: dict[str, Any]) -> int:
+    """The request id, echoed in the reply: a non-negative integer below 2^63, required."""
     value = msg.get("id")
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        shown = value if isinstance(value, int | float) else type(value).__name__
+        raise ProtocolError(f"'id' must be an integer in [0, 2^63), got {shown!r}")
+    return value
 
 
 def check_observation(msg: dict[str, Any], meta: PolicyMetadata) -> tuple[dict[str, np.ndarray], str | None]:

@@ -208,6 +208,7 @@ class PolicyServer:
 
         task = loop.create_task(self.serve(host, port, ready=ready))
         task.add_done_callback(lambda _t: started.set())
+
         def run() -> None:
             # The end of the block cancels the task; a failure to start is re-raised from task.result().
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -110,13 +112,27 @@ class EpisodeStore:
         action_space: Mapping[str, Any] | None = None,
         attrs: Mapping[str, Any] | None = None,
     ) -> EpisodeStore:
-        """A new, empty store. Arrays are created by the first `append_episode`."""
+        """A new, empty store. Arrays are created by the first `append_episode`.
+
+        Atomic: the store is built under a hidden temporary name beside `path` and renamed into place,
+        so a writer killed while creating leaves either no store or a complete empty one."""
         path = Path(path)
         if path.exists():
             raise PathExistsError(f"{path} already exists; open it with mode='a' to append")
         if fps <= 0:
             raise StoreError(f"fps must be positive, got {fps}")
-        root = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        root_attrs: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "fps": int(fps),
+            "env_id": env_id,
+            "action_space": dict(action_space or {}),
+            "tasks": [],
+        }
+        root_attrs.update(_jsonable(dict(attrs or {}), "attrs"))
+        _remove_abandoned_creations(path)
+        tmp = path.with_name(f"{_CREATING_PREFIX}{path.name}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
         root.create_group("data")
         meta = root.create_group("meta")
         meta.create_array(
@@ -129,16 +145,13 @@ class EpisodeStore:
             compressors=None,
         )
         meta.attrs["episodes"] = []
-        root_attrs: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "fps": int(fps),
-            "env_id": env_id,
-            "action_space": dict(action_space or {}),
-            "tasks": [],
-        }
-        root_attrs.update(_jsonable(dict(attrs or {}), "attrs"))
         root.attrs.update(root_attrs)
-        return cls(root, path, "a")
+        try:
+            os.rename(tmp, path)  # the commit point of creation
+        except OSError as exc:  # another writer created `path` meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise PathExistsError(f"{path} already exists; open it with mode='a' to append") from exc
+        return cls(zarr.open_group(str(path), mode="r+"), path, "a")
 
     @classmethod
     def open(cls, path: str | Path, mode: str = "r") -> EpisodeStore:
@@ -230,6 +243,14 @@ class EpisodeStore:
 
     def _drop_uncommitted(self) -> None:
         """Trim whatever a killed writer left past the last committed episode."""
+        if self.num_episodes == 0 and self._arrays:
+            # A writer killed in the first append: its arrays hold nothing committed, and may lack some
+            # keys; the next first append creates them anew.
+            log.warning("%s: dropping the arrays of an uncommitted first episode: %s", self.path, self.keys)
+            for key in list(self._arrays):
+                del self._data[key]
+            self._arrays.clear()
+            self._readers.clear()
         total = self.num_frames
         for key, arr in self._arrays.items():
             if arr.shape[0] > total:
@@ -497,6 +518,27 @@ class EpisodeStore:
             "attrs": {k: v for k, v in self.attrs.items() if k not in ("tasks", "stats")},
             "has_stats": "stats" in self._root.attrs,
         }
+
+
+_CREATING_PREFIX = ".creating-"
+
+
+def _remove_abandoned_creations(path: Path) -> None:
+    """Delete what writers killed while creating `path` left (hidden siblings named after their pid)."""
+    for tmp in path.parent.glob(f"{_CREATING_PREFIX}{path.name}.*"):
+        pid = tmp.name.rsplit(".", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _jsonable(value: dict[str, Any], what: str) -> dict[str, Any]:

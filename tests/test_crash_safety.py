@@ -1,13 +1,17 @@
 """A writer killed with SIGKILL leaves a store that opens with every committed episode intact.
 
 The child process below appends deterministic episodes. In the systematic test it SIGKILLs itself right
-after the N-th write operation (array resize, chunk write or attribute write) of episode K, for every N,
-so each intermediate state of an append is visited. The random test kills it from outside at arbitrary
-moments, including in the middle of a file write.
+after the N-th write operation (array or group creation, array resize, chunk write, attribute write,
+the creation's rename) of episode K, for every N, so each intermediate state of an append is visited.
+The random tests kill it from outside at arbitrary moments, including in the middle of a file write.
+Creation and the first append are also stopped after every write operation in this process (an
+exception raised right after the operation leaves the disk as a kill there would: nothing of ours runs
+on the way out), which is fast enough to visit all of their steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -47,11 +51,18 @@ CHILD = textwrap.dedent(
     zarr.Array.__setitem__ = counted(zarr.Array.__setitem__)
     zarr.Array.resize = counted(zarr.Array.resize)
     Attributes.__setitem__ = counted(Attributes.__setitem__)
+    zarr.Group.create_group = counted(zarr.Group.create_group)
+    zarr.Group.create_array = counted(zarr.Group.create_array)
+    os.rename = counted(os.rename)  # the store's creation commits with a rename
 
     sys.path.insert(0, os.environ["TESTS_DIR"])
     from fixtures import crash_episode as episode
 
-    store = EpisodeStore.open(path, mode="a") if os.path.exists(path) else EpisodeStore.create(path, fps=10)
+    if os.path.exists(path):
+        store = EpisodeStore.open(path, mode="a")
+    else:
+        store = EpisodeStore.create(path, fps=10)
+        print(f"created, ops {state['ops']}", file=sys.stderr, flush=True)
     for i in range(store.num_episodes, n_episodes):
         state["episode"] = i
         store.append_episode(episode(i), task=f"task {i}", meta={"seed": i})
@@ -144,3 +155,115 @@ def test_sigkill_at_random_moments(tmp_path):
         assert_committed_intact(store, after)
         if after == target:
             break
+
+
+class _Stop(BaseException):
+    """Raised right after the N-th write operation; BaseException, so nothing on the way out catches it."""
+
+
+@contextlib.contextmanager
+def stop_after(n: int):
+    """Abort the calling code right after its n-th write operation (the operations the child counts)."""
+    import zarr
+    from zarr.core.attributes import Attributes
+
+    count = [0]
+    targets = [
+        (zarr.Array, "__setitem__"),
+        (zarr.Array, "resize"),
+        (Attributes, "__setitem__"),
+        (zarr.Group, "create_group"),
+        (zarr.Group, "create_array"),
+        (os, "rename"),
+    ]
+    originals = [getattr(owner, name) for owner, name in targets]
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            count[0] += 1
+            if count[0] == n:
+                raise _Stop
+            return out
+
+        return wrapper
+
+    for (owner, name), fn in zip(targets, originals, strict=True):
+        setattr(owner, name, counted(fn))
+    try:
+        yield count
+    finally:
+        for (owner, name), fn in zip(targets, originals, strict=True):
+            setattr(owner, name, fn)
+
+
+def write_episodes(store_path: Path, n: int) -> None:
+    store = (
+        EpisodeStore.open(store_path, mode="a")
+        if store_path.exists()
+        else EpisodeStore.create(store_path, fps=10)
+    )
+    for i in range(store.num_episodes, n):
+        store.append_episode(crash_episode(i), task=f"task {i}", meta={"seed": i})
+
+
+def test_creation_and_first_append_write_operations_are_counted(tmp_path):
+    with stop_after(0) as count:
+        EpisodeStore.create(tmp_path / "s.zarr", fps=10)
+    assert count[0] == CREATE_OPS
+    with stop_after(0) as count:
+        write_episodes(tmp_path / "s.zarr", 1)
+    assert count[0] == FIRST_APPEND_OPS
+
+
+CREATE_OPS, FIRST_APPEND_OPS = 10, 13
+
+
+@pytest.mark.parametrize("stop", range(1, CREATE_OPS + 1))
+def test_a_creation_stopped_at_any_step_leaves_no_store_or_an_empty_one(tmp_path, stop):
+    store = tmp_path / "s.zarr"
+    with pytest.raises(_Stop), stop_after(stop):
+        EpisodeStore.create(store, fps=10)
+    if stop < CREATE_OPS:  # before the rename nothing is at the store's path
+        assert not store.exists()
+    else:
+        assert EpisodeStore.open(store).num_episodes == 0
+    write_episodes(store, 3)  # the next writer creates (or opens) it and carries on
+    assert_committed_intact(store, 3)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # leftovers removed
+
+
+@pytest.mark.parametrize("stop", range(1, FIRST_APPEND_OPS + 1))
+def test_a_first_append_stopped_at_any_step_keeps_a_store_the_next_writer_appends_to(tmp_path, stop):
+    store = tmp_path / "s.zarr"
+    EpisodeStore.create(store, fps=10)
+    with pytest.raises(_Stop), stop_after(stop):
+        write_episodes(store, 1)
+    committed = 1 if stop == FIRST_APPEND_OPS else 0  # the last operation writes episode_ends: the commit
+    assert_committed_intact(store, committed)
+    write_episodes(store, 3)
+    assert_committed_intact(store, 3)
+
+
+def test_sigkill_during_the_first_episodes_of_a_new_store(tmp_path):
+    """Real kills from outside, as soon as the child has started writing a new store."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    for k, delay in enumerate((0.0, 0.02, 0.05)):
+        store = tmp_path / f"s{k}.zarr"
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(store), "3", "-1", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=CHILD_ENV,
+        )
+        line = proc.stderr.readline()  # "created, ops N": the store exists, the first append begins
+        assert line.startswith("created"), line + proc.stderr.read()
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        after = EpisodeStore.open(store).num_episodes
+        assert_committed_intact(store, after)
+        assert run_child(tmp_path, store, 3).returncode == 0
+        assert_committed_intact(store, 3)

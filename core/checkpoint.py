@@ -59,8 +59,10 @@ def save_training_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     extra: dict[str, Any],
     keep: int = 2,
+    rng_states: list[torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically and point `last` at it; returns its directory."""
+    """Write checkpoint `step` atomically and point `last` at it; returns its directory. `rng_states`
+    holds every rank's torch RNG state (default: this process's)."""
     run = RunDir(run_dir)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     final = run.step_dir(step)
@@ -74,8 +76,8 @@ def save_training_checkpoint(
     )
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     save_file(opt_tensors, str(state_dir / "optimizer.safetensors"))
-    rng = {"torch": torch.get_rng_state()}
-    save_file(rng, str(state_dir / "rng.safetensors"))
+    states = rng_states if rng_states is not None else [torch.get_rng_state()]
+    save_file({f"torch.rank{r}": t for r, t in enumerate(states)}, str(state_dir / "rng.safetensors"))
     state = {
         "step": step,
         "optimizer": opt_meta,
@@ -138,12 +140,21 @@ def _json_default(value: Any) -> Any:
 
 
 def load_training_state(ckpt_dir: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(state.json contents, raw model weights, optimizer state dict) of a step directory."""
+    """(state.json contents, raw model weights, optimizer state dict) of a step directory; the state's
+    "torch_rng" is the list of per-rank RNG states."""
     state_dir = training_state(ckpt_dir)
     if not (state_dir / STATE_JSON).exists():
         raise MissingPathError(f"{ckpt_dir}: no training state to resume from")
     state = json.loads((state_dir / STATE_JSON).read_text())
     weights = load_file(str(state_dir / "model.safetensors"))
     optimizer = _unflatten_optimizer(load_file(str(state_dir / "optimizer.safetensors")), state["optimizer"])
-    state["torch_rng"] = load_file(str(state_dir / "rng.safetensors"))["torch"]
+    state["torch_rng"] = _rank_states(load_file(str(state_dir / "rng.safetensors")))
     return state, weights, optimizer
+
+
+def _rank_states(rng: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The per-rank RNG states of rng.safetensors, in rank order (runs before per-rank states saved one
+    state, "torch")."""
+    if "torch" in rng:
+        return [rng["torch"]]
+    return [rng[f"torch.rank{r}"] for r in range(len(rng))]

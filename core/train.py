@@ -194,7 +194,7 @@ def train(
         log.info("inputs: %s", describe_inputs(config))
     policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume)
     if resume:
-        start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg)
+        start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg, rank)
     else:
         start_step, stage, best, history = 0, schedule.start(0), None, []
     run = _Run(
@@ -241,8 +241,9 @@ def train(
             entry = _log_entry(run, done, losses, logs, grad_norm, time.perf_counter() - t0)
             losses = []
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
+        rng_states = _rank_rng_states(world) if _checkpoint_due(run.tcfg, done) else None
         if run.is_main:
-            _checkpoint_and_evaluate(run, done)
+            _checkpoint_and_evaluate(run, done, rng_states)
         run.policy.train()
     bar.close()
     return _finish(run, world, time.perf_counter() - t0)
@@ -406,10 +407,10 @@ def _build_policy(
 
 
 def _restore(
-    run_dir: RunDir, policy: Any, ema_policy: Any, schedule: StageSchedule, tcfg: TrainConfig
+    run_dir: RunDir, policy: Any, ema_policy: Any, schedule: StageSchedule, tcfg: TrainConfig, rank: int
 ) -> tuple[int, _Stage, dict[str, Any] | None, list[dict[str, Any]]]:
-    """Load the last checkpoint's weights, optimiser, schedule and RNG. Returns the step to go on from,
-    its stage, and the best checkpoint and history so far."""
+    """Load the last checkpoint's weights, optimiser, schedule and this rank's RNG. Returns the step to
+    go on from, its stage, and the best checkpoint and history so far."""
     from safetensors.torch import load_model
 
     ckpt = run_dir.last.resolve()
@@ -424,7 +425,7 @@ def _restore(
     if schedule.index_at(step - 1) == stage.index:
         stage.optimizer.load_state_dict(opt_state)
         stage.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
+    torch.set_rng_state(state["torch_rng"][min(rank, len(state["torch_rng"]) - 1)])
     log.info("resumed %s at step %d", run_dir.root, step)
     return step, stage, state.get("best"), state.get("history", [])
 
@@ -500,19 +501,40 @@ def _log_entry(
     return entry
 
 
-def _checkpoint_and_evaluate(run: _Run, done: int) -> None:
-    """Save a checkpoint when one is due; roll it out when an evaluation is due, and track the best."""
-    tcfg = run.tcfg
-    want_eval = tcfg.eval_episodes > 0 and (
+def _eval_due(tcfg: TrainConfig, done: int) -> bool:
+    return tcfg.eval_episodes > 0 and bool(
         (tcfg.eval_every and done % tcfg.eval_every == 0) or done == tcfg.steps
     )
-    if not (done % tcfg.save_every == 0 or done == tcfg.steps or want_eval):
+
+
+def _checkpoint_due(tcfg: TrainConfig, done: int) -> bool:
+    return done % tcfg.save_every == 0 or done == tcfg.steps or _eval_due(tcfg, done)
+
+
+def _rank_rng_states(world: int) -> list[torch.Tensor]:
+    """Every rank's torch RNG state, in rank order (a collective under DDP: all ranks call it), so a
+    resumed run gives each rank back its own stream (architecture.md §Training runs)."""
+    state = torch.get_rng_state()
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    states = [torch.empty_like(state) for _ in range(world)]
+    dist.all_gather(states, state)
+    return states
+
+
+def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor] | None) -> None:
+    """Save a checkpoint when one is due; roll it out when an evaluation is due, and track the best."""
+    tcfg = run.tcfg
+    if rng_states is None:
         return
+    want_eval = _eval_due(tcfg, done)
     extra = {"best": run.best, "history": run.history, "train_config": to_dict(tcfg)}
     optimizer, scheduler = run.stage.optimizer, run.stage.scheduler
     policies = (run.policy, run.ema_policy)
     ckpt = save_training_checkpoint(
-        run.dir.root, done, *policies, optimizer, scheduler, extra, tcfg.keep_checkpoints
+        run.dir.root, done, *policies, optimizer, scheduler, extra, tcfg.keep_checkpoints, rng_states
     )
     if not want_eval:
         return

@@ -183,10 +183,18 @@ TINY_CARP = [
 ]
 
 
-def torchrun_cli(args: Sequence[str], nproc: int = 2, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`visuomotor <args>` under torchrun with `nproc` CPU processes (gloo), one thread each."""
+def torchrun_cli(
+    args: Sequence[str],
+    nproc: int = 2,
+    timeout: float = 600,
+    script: Path | None = None,
+    env: dict | None = None,
+) -> subprocess.CompletedProcess:
+    """`visuomotor <args>` under torchrun with `nproc` CPU processes (gloo), one thread each (or `script`
+    with those arguments, e.g. a wrapper that kills itself)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
-    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), "-m", "visuomotor.cli", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    target = [str(script)] if script else ["-m", "visuomotor.cli"]
+    cmd = [torchrun, "--standalone", "--nproc_per_node", str(nproc), *target, *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -171,15 +171,36 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, store_path)
     assert loss_full[-1] == pytest.approx(loss_resumed[-1], rel=1e-6)
 
 
-def test_ddp_two_cpu_processes(tmp_path, store_path):
-    out = tmp_path / "ddp"
-    proc = torchrun_cli(train_args(store_path, out, 6))
+def test_ddp_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path, store_path):
+    """Two CPU processes: each rank's RNG stream is saved and restored, so the resumed run ends with the
+    weights of the uninterrupted one; the replicas agree (the run checks it at its end)."""
+    steps, full, resumed = 8, tmp_path / "full", tmp_path / "resumed"
+    proc = torchrun_cli(train_args(store_path, full, steps))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = json.loads((out / "run.json").read_text())
-    assert run["world_size"] == 2
-    # Rank 0 alone writes; the run ends with a check that both replicas hold the same weights.
-    assert os.readlink(out / "checkpoints" / "last") == "step-0000006"
-    assert load_policy(out).config.action_dim == 2
+    assert json.loads((full / "run.json").read_text())["world_size"] == 2
+    assert os.readlink(full / "checkpoints" / "last") == "step-0000008"  # rank 0 alone writes
+
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    killed = torchrun_cli(
+        train_args(store_path, resumed, steps), script=script, env={"KILL_AT_OPTIMIZER_STEP": "6"}
+    )
+    assert killed.returncode != 0
+    assert os.readlink(resumed / "checkpoints" / "last") == "step-0000004"
+    rng = load_file(str(resumed / "checkpoints" / "step-0000004" / "training_state" / "rng.safetensors"))
+    assert sorted(rng) == ["torch.rank0", "torch.rank1"] and not torch.equal(
+        rng["torch.rank0"], rng["torch.rank1"]
+    )
+    proc = torchrun_cli(
+        ["train", "--policy", "diffusion", "--out", str(resumed), "--resume", "--no-progress"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for part in ("training_state/model.safetensors", "pretrained_model/model.safetensors"):
+        a = load_file(str(full / "checkpoints" / "step-0000008" / part))
+        b = load_file(str(resumed / "checkpoints" / "step-0000008" / part))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=f"{part}:{key}")
+    assert load_policy(resumed).config.action_dim == 2
 
 
 def test_train_benchmark_times_every_stage_after_its_warm_up(tmp_path):

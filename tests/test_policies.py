@@ -266,8 +266,22 @@ def test_damaged_weights_file_is_named(tmp_path, store):
     build("diffusion", "cpu", store, cameras=False).save_pretrained(tmp_path / "c")
     weights = tmp_path / "c" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:5])  # truncated, as by a full disk
+    with pytest.raises(ValueError, match=r"model.safetensors: checksum mismatch .* damaged or was replaced"):
+        load_policy(tmp_path / "c")
+    meta = json.loads((tmp_path / "c" / "config.json").read_text())
+    del meta["weights_sha256"]  # a checkpoint from before the checksum was recorded
+    (tmp_path / "c" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"model.safetensors: not a readable safetensors file"):
         load_policy(tmp_path / "c")
+
+
+def test_weights_replaced_by_others_of_the_same_shape_are_detected(tmp_path, store):
+    build("diffusion", "cpu", store, cameras=False).save_pretrained(tmp_path / "a")
+    build("diffusion", "cpu", store, cameras=False).save_pretrained(tmp_path / "b")
+    load_policy(tmp_path / "a")  # intact: loads
+    (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_policy(tmp_path / "a")
 
 
 def test_unknown_task_missing_observation_key_and_wrong_shape(store):

@@ -32,7 +32,9 @@ from visuomotor.policies.common.saved import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     CheckpointInfo,
+    file_sha256,
     inspect_checkpoint,
+    verify_weights,
 )
 
 
@@ -239,9 +241,14 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         keyword arguments come from `push_to_hub` and are not needed: the config is ours."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"policy": self.name, "format": CHECKPOINT_FORMAT, "config": to_dict(self.config)}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         save_model(self, str(directory / WEIGHTS_NAME))
+        meta = {
+            "policy": self.name,
+            "format": CHECKPOINT_FORMAT,
+            "config": to_dict(self.config),
+            "weights_sha256": file_sha256(directory / WEIGHTS_NAME),  # verified on load
+        }
+        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         return directory
 
     @classmethod
@@ -258,6 +265,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     @classmethod
     def from_checkpoint(cls, info: CheckpointInfo, device: str | None = None) -> Policy:
         """The policy `inspect_checkpoint` described, with its weights, in eval mode."""
+        verify_weights(info)
         config = info.config
         if device:
             config.device = device

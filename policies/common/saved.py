@@ -4,6 +4,7 @@ process can check a checkpoint before any worker starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ class CheckpointInfo:
     directory: Path
     policy: str
     config: Any
+    weights_sha256: str | None = None
+    """SHA-256 of `model.safetensors` as written (checkpoints from before it was recorded: None)."""
 
     @property
     def weights(self) -> Path:
@@ -62,7 +65,27 @@ def inspect_checkpoint(
     config = from_dict(config_cls, meta["config"], where=f"{directory / CONFIG_NAME}:config")
     if overrides:
         config = with_inference_overrides(config, overrides, f"{flag} for {path}")
-    return CheckpointInfo(directory, meta["policy"], config)
+    return CheckpointInfo(directory, meta["policy"], config, meta.get("weights_sha256"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_weights(info: CheckpointInfo) -> None:
+    """The weights file is the one the checkpoint recorded; otherwise one error naming it."""
+    if info.weights_sha256 is None:
+        return
+    actual = file_sha256(info.weights)
+    if actual != info.weights_sha256:
+        raise InvalidInputError(
+            f"{info.weights}: checksum mismatch (sha256 {actual[:16]}..., {CONFIG_NAME} recorded "
+            f"{info.weights_sha256[:16]}...): the file is damaged or was replaced"
+        )
 
 
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:

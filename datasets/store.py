@@ -142,7 +142,7 @@ class EpisodeStore:
             chunks=(ENDS_CHUNK,),
             dtype="int64",
             fill_value=-1,
-            compressors=None,
+            compressors=[Crc32cCodec()],  # bit rot in the commit record is an error, not a shifted episode
         )
         meta.attrs["episodes"] = []
         root.attrs.update(root_attrs)

@@ -268,3 +268,46 @@ def test_cli_stats_unknown_key_is_a_clean_error(tmp_path):
     make_store(tmp_path / "s", episodes=1, lengths=[4])
     code, _, err = run_cli(["dataset", "stats", str(tmp_path / "s"), "--keys", "observation.nope"])
     assert code == 2 and err.startswith("error: ") and "observation.nope" in err
+
+
+def test_verify_finds_a_flipped_byte_and_repair_drops_only_that_episode(tmp_path):
+    make_store(tmp_path / "s", episodes=3, lengths=[5, 7, 6])
+    code, out, _ = run_cli(["dataset", "verify", str(tmp_path / "s")])
+    assert code == 0 and "no problems" in out
+    chunk = chunk_file(tmp_path / "s", IMAGE_KEY, 8)  # frame 8: episode 1
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
+    for argv in (["dataset", "verify", str(tmp_path / "s")], ["dataset", "info", str(tmp_path / "s"), "--check"]):
+        code, _, err = run_cli(argv)
+        assert code == 1 and f"problem: data/{IMAGE_KEY}, episode 1, frames 8..8" in err, err
+    code, out, err = run_cli(["dataset", "verify", str(tmp_path / "s"), "--repair", str(tmp_path / "r")])
+    assert code == 1 and "2 episodes kept, dropped [1]" in out
+    repaired, original = EpisodeStore.open(tmp_path / "r"), EpisodeStore.open(tmp_path / "s")
+    assert repaired.num_episodes == 2 and repaired.episode_lengths.tolist() == [5, 6]
+    for new, old in ((0, 0), (1, 2)):
+        for key in original.keys:
+            assert np.array_equal(repaired.episode(new)[key], original.episode(old)[key])
+        assert repaired.task(new) == original.task(old)
+    assert {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()} == before  # untouched
+    assert run_cli(["dataset", "verify", str(tmp_path / "r")])[0] == 0
+
+
+def test_verify_checks_episode_ends_and_the_episode_list(tmp_path):
+    import json
+
+    make_store(tmp_path / "s", episodes=2, lengths=[5, 7])
+    ends = next((tmp_path / "s" / "meta" / "episode_ends").rglob("c/*"))
+    data = bytearray(ends.read_bytes())
+    data[0] ^= 0x01  # the first end: 5 -> 4, caught by its checksum
+    ends.write_bytes(bytes(data))
+    code, _, err = run_cli(["dataset", "verify", str(tmp_path / "s")])
+    assert code != 0 and "meta/episode_ends" in err and "checksum" in err.lower(), err
+    make_store(tmp_path / "t", episodes=2, lengths=[5, 7])
+    meta = tmp_path / "t" / "meta" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    doc["attributes"]["episodes"] = doc["attributes"]["episodes"][:1]
+    meta.write_text(json.dumps(doc))
+    code, _, err = run_cli(["dataset", "verify", str(tmp_path / "t")])
+    assert code == 1 and "meta 'episodes' lists 1 episodes, episode_ends 2" in err

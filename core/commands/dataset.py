@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from visuomotor.errors import InvalidInputError
 
@@ -13,7 +14,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     info = sub.add_parser("info", help="episodes, frames, keys, tasks, fps, size on disk")
     info.add_argument("path", help="episode store (zarr v3, or a Diffusion Policy zarr v2 store)")
     info.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    info.add_argument("--check", action="store_true", help="also verify that every chunk exists")
+    info.add_argument("--check", action="store_true", help="also verify the store (as `dataset verify`)")
+    verify = sub.add_parser(
+        "verify", help="read every chunk, verify every checksum and the metadata; exit 1 on any problem"
+    )
+    verify.add_argument("path")
+    verify.add_argument(
+        "--repair",
+        metavar="OUT",
+        help="write a new store OUT without the damaged episodes (the original is kept)",
+    )
     conv = sub.add_parser("convert", help="convert SRC into a new zarr v3 store DST (arrays bit-identical)")
     conv.add_argument("src")
     conv.add_argument("dst")
@@ -53,9 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "info":
         store = EpisodeStore.open(args.path)
         if args.check:
-            store.check_chunks()
+            store.check_chunks()  # a missing chunk: one error line, before reading anything
+            if _verify(store, None, quiet=True):
+                return 1
         info = store.info()
         print(json.dumps(info, indent=2) if args.json else _format_info(info))
+    elif args.action == "verify":
+        return _verify(EpisodeStore.open(args.path), args.repair)
     elif args.action == "convert":
         from visuomotor.datasets.convert import convert
 
@@ -73,3 +87,26 @@ def run(args: argparse.Namespace) -> int:
         store = EpisodeStore.open(args.path, mode="a")
         print(json.dumps(compute_stats(store, args.keys), indent=2))
     return 0
+
+
+def _verify(store: Any, repair_out: str | None, quiet: bool = False) -> int:
+    """Report every problem of `store` (one line each); 0 if none, else 1 (after writing the repaired
+    copy when asked)."""
+    import sys
+
+    from visuomotor.datasets.verify import repair, verify_store
+
+    problems = verify_store(store, progress=sys.stderr.isatty())
+    if not problems:
+        if not quiet:
+            print(
+                f"{store.path}: verified, {store.num_episodes} episodes, {store.num_frames} frames, no problems"
+            )
+        return 0
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"{store.path}: {len(problems)} problem(s)", file=sys.stderr)
+    if repair_out:
+        done = repair(store, problems, repair_out)
+        print(f"wrote {done['out']}: {done['kept']} episodes kept, dropped {done['dropped']}")
+    return 1

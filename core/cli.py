@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "compare two evaluations on the same seeds, episode by episode (paired)",
     ),
     "train": ("visuomotor.commands.train", "train a policy on an episode store"),
+    "deploy": ("visuomotor.commands.deploy", "run a trained policy on a robot (or a simulated one), safely"),
     "serve": ("visuomotor.commands.serve", "serve a trained policy for remote inference (WebSocket)"),
     "bench": ("visuomotor.commands.bench", "run a benchmark and write its figures as JSON"),
     "demo": ("visuomotor.commands.demo", "run the end-to-end quickstart on a small default"),

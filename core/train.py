@@ -192,7 +192,7 @@ def train(
     store, sampler, val_sampler, stats = _open_data(config, tcfg, data, resume, rank)
     if rank == 0:
         log.info("inputs: %s", describe_inputs(config))
-    policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume)
+    policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume, store.attrs)
     if resume:
         start_step, stage, best, history = _restore(run_dir, policy, ema_policy, schedule, tcfg, rank)
     else:
@@ -394,12 +394,19 @@ def _open_data(
 
 
 def _build_policy(
-    policy_name: str, config: Any, tcfg: TrainConfig, stats: dict[str, Any], resume: bool
+    policy_name: str,
+    config: Any,
+    tcfg: TrainConfig,
+    stats: dict[str, Any],
+    resume: bool,
+    store_attrs: dict[str, Any],
 ) -> tuple[Any, Any, StageSchedule]:
     """The policy, its EMA copy (the policy itself without EMA) and its stage schedule."""
     from visuomotor.policies import get_policy_entry
+    from visuomotor.policies.common.saved import dataset_facts
 
     policy = get_policy_entry(policy_name).load()[0](config, stats).to(config.device)
+    policy.dataset = dataset_facts(store_attrs)
     if not resume:
         policy.prepare_training()
     ema_policy = copy.deepcopy(policy).eval() if tcfg.ema else policy

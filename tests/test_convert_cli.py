@@ -279,7 +279,10 @@ def test_verify_finds_a_flipped_byte_and_repair_drops_only_that_episode(tmp_path
     data[len(data) // 2] ^= 0xFF
     chunk.write_bytes(bytes(data))
     before = {p: p.read_bytes() for p in (tmp_path / "s").rglob("*") if p.is_file()}
-    for argv in (["dataset", "verify", str(tmp_path / "s")], ["dataset", "info", str(tmp_path / "s"), "--check"]):
+    for argv in (
+        ["dataset", "verify", str(tmp_path / "s")],
+        ["dataset", "info", str(tmp_path / "s"), "--check"],
+    ):
         code, _, err = run_cli(argv)
         assert code == 1 and f"problem: data/{IMAGE_KEY}, episode 1, frames 8..8" in err, err
     code, out, err = run_cli(["dataset", "verify", str(tmp_path / "s"), "--repair", str(tmp_path / "r")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures import TINY_DIFFUSION as TINY
 
@@ -81,3 +82,19 @@ def test_relative_state_trains_and_evaluates_on_metaworld(tmp_path, store):
     evaluate = ["eval", "--checkpoint", str(run), "--env", ENV, "--episodes", "1", "--max-steps", "20"]
     assert main([*evaluate, "--workers", "1", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["episodes"] == 1
+
+
+def test_deploy_on_a_simulated_robot_records_what_it_sent(tmp_path, store, capsys):
+    run = tmp_path / "run"
+    assert train(store, run, 2, "--cameras", "corner2") == 0
+    deploy = ["deploy", "--checkpoint", str(run), "--robot", f"sim:{ENV}", "--fps", "50", "--max-steps", "8"]
+    assert main([*deploy, "--record", str(tmp_path / "rec.zarr"), "--json", str(tmp_path / "d.json")]) == 0
+    summary = json.loads((tmp_path / "d.json").read_text())
+    assert summary["episodes"] == 1 and summary["per_episode"][0]["ticks"] == 8
+    rec = EpisodeStore.open(tmp_path / "rec.zarr")
+    assert rec.num_episodes == 1 and rec.episode_lengths.tolist() == [8]
+    episode = rec.episode(0)
+    assert episode["observation.images.corner2"].shape == (8, 32, 32, 3)
+    assert (np.abs(episode["action"]) <= 1).all() and episode["deploy.safety"].shape == (8,)
+    assert main(["deploy", "--checkpoint", str(run), "--robot", "ur5:arm"]) == 2
+    assert "unknown robot 'ur5:arm'" in capsys.readouterr().err

@@ -70,6 +70,9 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         super().__init__()
         config.validate_inputs()
         self.config = config
+        self.dataset: dict[str, Any] = {}
+        """Facts of the training data a deployment must match (fps, env id, action space and semantics,
+        cameras); saved in the checkpoint's config.json (`dataset_facts`)."""
         modes = {k: config.state_norm for k in config.state_keys}
         modes |= {k: config.image_norm for k in config.image_keys}
         modes["action"] = config.action_norm
@@ -247,6 +250,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
             "format": CHECKPOINT_FORMAT,
             "config": to_dict(self.config),
             "weights_sha256": file_sha256(directory / WEIGHTS_NAME),  # verified on load
+            "dataset": self.dataset,
         }
         (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
         return directory
@@ -270,6 +274,7 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         if device:
             config.device = device
         policy = cls(config)
+        policy.dataset = dict(info.dataset)
         try:
             load_model(policy, str(info.weights), strict=True)
         except (RuntimeError, KeyError) as exc:

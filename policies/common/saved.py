@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class CheckpointInfo:
     config: Any
     weights_sha256: str | None = None
     """SHA-256 of `model.safetensors` as written (checkpoints from before it was recorded: None)."""
+    dataset: dict[str, Any] = field(default_factory=dict)
+    """Facts of the training data (`dataset_facts`): fps, env id, action space, cameras."""
 
     @property
     def weights(self) -> Path:
@@ -65,7 +67,15 @@ def inspect_checkpoint(
     config = from_dict(config_cls, meta["config"], where=f"{directory / CONFIG_NAME}:config")
     if overrides:
         config = with_inference_overrides(config, overrides, f"{flag} for {path}")
-    return CheckpointInfo(directory, meta["policy"], config, meta.get("weights_sha256"))
+    return CheckpointInfo(
+        directory, meta["policy"], config, meta.get("weights_sha256"), meta.get("dataset") or {}
+    )
+
+
+def dataset_facts(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint keeps of its training store's attributes: what a robot must match to run it."""
+    keys = ("fps", "env_id", "action_space", "cameras", "image_size", "camera_info")
+    return {k: attrs[k] for k in keys if k in attrs}
 
 
 def file_sha256(path: Path) -> str:
@@ -101,7 +111,7 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise InvalidInputError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    for field in ("policy", "config"):
-        if field not in meta:
-            raise InvalidInputError(f"{path}: missing field '{field}'")
+    for name in ("policy", "config"):
+        if name not in meta:
+            raise InvalidInputError(f"{path}: missing field '{name}'")
     return meta

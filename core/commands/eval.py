@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from visuomotor.commands import add_policy_override
 from visuomotor.errors import InvalidInputError
 
 logger = logging.getLogger(__name__)
@@ -64,15 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="actions executed from each predicted chunk before predicting again "
         "(default: the checkpoint's; at most horizon - n_obs_steps + 1)",
     )
-    parser.add_argument(
-        "-o",
-        "--policy-override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="run the checkpoint with an inference-time config field changed, e.g. -o top_k=5 "
-        "(CARP), -o num_inference_steps=100 (Diffusion Policy); repeatable",
-    )
+    add_policy_override(parser, "-o top_k=5 (CARP), -o num_inference_steps=100 (Diffusion Policy)")
 
 
 def run(args: argparse.Namespace) -> int:

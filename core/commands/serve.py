@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import logging
 
+from visuomotor.commands import add_policy_override
+
 log = logging.getLogger(__name__)
 
 
@@ -19,14 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", help="file holding the bearer token clients must send")
     parser.add_argument("--tls-cert", help="serve wss:// with this certificate (PEM) ...")
     parser.add_argument("--tls-key", help="... and this private key (PEM)")
-    parser.add_argument(
-        "-o",
-        "--policy-override",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="serve with an inference-time config field changed, e.g. -o num_inference_steps=10",
-    )
+    add_policy_override(parser, "-o num_inference_steps=10")
 
 
 def run(args: argparse.Namespace) -> int:

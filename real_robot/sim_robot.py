@@ -29,6 +29,7 @@ class SimRobot(Robot):
         observation_noise: float = 0.0,
         freeze_camera_after: int | None = None,
         seed: int = 0,
+        **_ignored: Any,
     ) -> None:
         from visuomotor.sim.registry import get_spec
 

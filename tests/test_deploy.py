@@ -234,3 +234,50 @@ def test_unknown_robot_names_are_refused():
         make_robot("so101")
     with pytest.raises(ValueError, match="unknown env id"):
         make_robot("sim:metaworld/fly-v3")
+
+
+def test_a_lerobot_robot_is_built_from_its_config_type_and_driven_through_the_runtime():
+    import lerobot_standin
+
+    robot = make_robot("lerobot:standin_follower", robot_id="arm1")
+    assert robot.config.id == "arm1" and isinstance(robot.robot, lerobot_standin.StandInFollower)
+    robot.connect()
+    inputs = PolicyInputs(
+        ("observation.state",),
+        ("observation.images.front",),
+        {"observation.state": [6], "observation.images.front": [8, 8, 3]},
+        6,
+    )
+    fmap = FeatureMap.match(robot, inputs)
+    assert fmap.state_names == tuple(f"{m}.pos" for m in lerobot_standin.MOTORS)
+    assert robot.hold_action(robot.get_observation()) == dict.fromkeys(fmap.action_names, 10.0)  # stay put
+    names = tuple(robot.action_features)
+    limits = SafetyLimits(names, np.full(6, -100.0), np.full(6, 100.0), np.full(6, 1.0))
+    target = np.full(6, 15.0)
+    cfg = DeployConfig(fps=100, max_ticks=10, n_obs_steps=2)
+    run_episode(
+        robot,
+        fmap,
+        PolicyWorker(lambda w, t: np.tile(target, (3, 1))),
+        SafetyLayer(limits),
+        cfg,
+        lambda: False,
+    )
+    sent = [np.array([a[n] for n in names]) for a in robot.robot.sent]
+    # From the present position (10) toward the target (15), at most 1 per tick, the first step included.
+    steps = np.diff(np.stack([np.full(6, 10.0), *sent]), axis=0)
+    assert len(sent) == 10 and (np.abs(steps) <= 1.0 + 1e-9).all() and np.allclose(sent[-1], 15.0)
+    robot.disconnect()
+    assert not robot.is_connected
+
+
+def test_lerobot_robots_refuse_unknown_types_and_missing_calibration():
+    import lerobot_standin  # noqa: F401  (registers the stand-in type)
+
+    with pytest.raises(ValueError, match=r"unknown LeRobot robot type 'nonesuch'.*standin_follower"):
+        make_robot("lerobot:nonesuch")
+    robot = make_robot("lerobot:standin_follower")
+    robot.robot.config.calibrated = False
+    with pytest.raises(ValueError, match="has no calibration; calibrate it first"):
+        robot.connect()
+    assert not robot.is_connected

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--token-file", help="bearer token for --server")
     parser.add_argument("--robot", required=True, help="robot URI, e.g. sim:metaworld/reach-v3")
+    parser.add_argument("--robot-port", help="lerobot robots: the serial port, e.g. /dev/ttyACM0")
+    parser.add_argument("--robot-id", help="lerobot robots: the calibration id")
     parser.add_argument("--fps", type=float, default=10.0, help="control rate (default 10)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="everything but sending actions to the robot")
@@ -51,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
     source = _policy_source(args)
     cameras = tuple(k.split(".")[-1] for k in source["inputs"].image_keys) or None
     robot = make_robot(
-        args.robot, cameras=cameras, image_size=source["image_size"] or 64, max_episode_steps=args.max_steps
+        args.robot,
+        cameras=cameras,
+        image_size=source["image_size"] or 64,
+        max_episode_steps=args.max_steps,
+        port=args.robot_port,
+        robot_id=args.robot_id,
     )
     robot.connect()
     stop = _stop_flag()

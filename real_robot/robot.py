@@ -157,7 +157,7 @@ class FeatureMap:
         }
 
     def action_vector(self, action: dict[str, float]) -> np.ndarray:
-        return np.array([action[n] for n in self.action_names], np.float32)
+        return np.array([action[n] for n in self.action_names], np.float64)  # exact bounds checks
 
 
 def _cameras(features: dict[str, Any]) -> list[str]:

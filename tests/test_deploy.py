@@ -281,3 +281,19 @@ def test_lerobot_robots_refuse_unknown_types_and_missing_calibration():
     with pytest.raises(ValueError, match="has no calibration; calibrate it first"):
         robot.connect()
     assert not robot.is_connected
+
+
+def test_the_fault_benchmark_injects_every_kind_and_counts_no_unsafe_command():
+    from visuomotor.eval.bench.deploy import KINDS, _faults
+
+    result = _faults(per_kind=20, fps=400.0)
+    assert set(result["injected"]) == set(KINDS) and min(result["injected"].values()) >= 20
+    assert result["unsafe_commands_sent"] == {
+        "non_finite": 0,
+        "out_of_range": 0,
+        "step": 0,
+        "moved_on_stale": 0,
+    }
+    fired = result["safety_rules_fired"]
+    assert fired["non_finite"] > 0 and fired["limits"] > 0 and fired["max_step"] > 0
+    assert result["holds"] > 0 and result["policy_failures"] >= 40

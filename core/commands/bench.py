@@ -15,6 +15,7 @@ BENCHMARKS: dict[str, str] = {
     "tokenizer": "visuomotor.eval.bench.tokenizer",
     "train": "visuomotor.eval.bench.train",
     "server": "visuomotor.eval.bench.server",
+    "deploy": "visuomotor.eval.bench.deploy",
 }
 
 

@@ -72,8 +72,12 @@ def action_to_numpy(action: Any, space: Any) -> np.ndarray:
     return action.reshape(shape)
 
 
-def camera_frames(obs: dict[str, Any], cameras: Sequence[str]) -> list[np.ndarray]:
-    return [obs[image_key(c)] for c in cameras if image_key(c) in obs]
+def camera_frames(obs: dict[str, Any], cameras: Sequence[str], policy: Any = None) -> list[np.ndarray]:
+    """The rendered cameras, then, for a policy that crops its images, each camera as the policy sees
+    it (the centre crop, padded back to the frame's size) so a video shows what the policy was given."""
+    frames = [obs[image_key(c)] for c in cameras if image_key(c) in obs]
+    view = policy.policy_view(obs) if hasattr(policy, "policy_view") else None
+    return frames if view is None else [*frames, view]
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def run_eval_episode(task: EvalTask) -> EpisodeResult:
     obs, _ = env.reset(seed=task.seed)
     policy.reset()
     record = task.video_path is not None and task.env_cfg.render
-    frames = [compose_frame(camera_frames(obs, env.camera_names))] if record else []
+    frames = [compose_frame(camera_frames(obs, env.camera_names, policy))] if record else []
     max_steps = int(env.max_episode_steps)
     success, success_step, ret, steps, infer_s = False, None, 0.0, 0, 0.0
     with torch.inference_mode():
@@ -116,7 +120,7 @@ def run_eval_episode(task: EvalTask) -> EpisodeResult:
             steps += 1
             ret += float(reward)
             if record:
-                frames.append(compose_frame(camera_frames(obs, env.camera_names)))
+                frames.append(compose_frame(camera_frames(obs, env.camera_names, policy)))
             if bool(info.get("success", False)):
                 success, success_step = True, steps  # frame index `steps` is the first showing it
                 break

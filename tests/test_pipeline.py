@@ -38,6 +38,10 @@ def test_collect_train_eval_with_images(tmp_path, store):
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
     assert result["mean_inference_ms"] > 0  # the learned policy ran in the workers
     assert len(list(videos.glob("*.mp4"))) == 1
+    import imageio.v2 as imageio
+
+    first = imageio.get_reader(next(videos.glob("*.mp4"))).get_data(0)
+    assert first.shape[1] == 2 * first.shape[0]  # the rendered view, then the policy's centre crop
 
 
 def test_an_image_checkpoint_refuses_views_it_was_not_trained_on(tmp_path, store, capsys):

@@ -189,6 +189,24 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
         return self.encoder(self.prepare_obs(window), self.task_indices(obs, B))
 
+    def policy_view(self, obs: Mapping[str, Any]) -> Any:
+        """The images of one env observation as this policy sees them at inference, side by side (the
+        centre crop of each camera, padded back to its frame size with grey); None without a crop."""
+        import numpy as np
+
+        if not self.config.image_keys or self.config.crop_ratio >= 1.0:
+            return None
+        views = []
+        for key in self.config.image_keys:
+            img = np.asarray(obs[key])
+            H, W = img.shape[:2]
+            h, w = self.encoder.crop_size(key)
+            top, left = (H - h) // 2, (W - w) // 2
+            view = np.full_like(img, 128)
+            view[top : top + h, left : left + w] = img[top : top + h, left : left + w]
+            views.append(view)
+        return np.concatenate(views, axis=1)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -102,3 +102,18 @@ def test_deploy_on_a_simulated_robot_records_what_it_sent(tmp_path, store, capsy
     assert (np.abs(episode["action"]) <= 1).all() and episode["deploy.safety"].shape == (8,)
     assert main(["deploy", "--checkpoint", str(run), "--robot", "ur5:arm"]) == 2
     assert "unknown robot 'ur5:arm'" in capsys.readouterr().err
+
+    # The same checkpoint behind a policy server, with a token: deploy takes its actions from there.
+    from visuomotor.policies import inspect_checkpoint, load_policy
+    from visuomotor.real_robot.remote.server import PolicyServer, metadata_of
+
+    info = inspect_checkpoint(run)
+    policy = load_policy(run)
+    server = PolicyServer(policy, metadata_of(policy, info.weights, policy.dataset), token="x" * 16)
+    (tmp_path / "token").write_text("x" * 16)
+    with server.serve_in_background() as url:
+        remote = ["deploy", "--server", url, "--token-file", str(tmp_path / "token"), "--robot", f"sim:{ENV}"]
+        assert main([*remote, "--fps", "50", "--max-steps", "6", "--json", str(tmp_path / "r.json")]) == 0
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert summary["per_episode"][0]["ticks"] == 6 and summary["policy_failures"] == 0
+    assert server.counts["requests"] >= 1 and server.counts["errors"] == 0

@@ -81,7 +81,7 @@ class PolicyWorker:
 
     def submit(self, window: dict[str, np.ndarray], task: str | None, tick: int) -> bool:
         with self._lock:
-            if self._busy:
+            if self._busy or self._result is not None:  # a finished chunk waits to be taken first
                 return False
             self._busy = True
         threading.Thread(target=self._run, args=(window, task, tick), daemon=True).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -262,11 +263,35 @@ def test_reusing_a_tokenizer_skips_stage_one(tmp_path, store_path, capsys):
     assert "codebook_size is 16, this run's is 32" in capsys.readouterr().err
 
 
-def test_both_stages_under_ddp(tmp_path, store_path):
-    """Each stage leaves the other's parameters out of the graph; DDP must accept that."""
-    out = tmp_path / "ddp"
+def test_both_stages_under_ddp_and_an_exact_resume(tmp_path, store_path):
+    """Each stage leaves the other's parameters out of the graph; DDP must accept that. Two processes:
+    a run killed in stage 2 and resumed (each rank gets its own RNG stream back) ends with the weights of
+    the uninterrupted run; the replicas agree (every DDP run checks it at its end)."""
+    from test_train import KILLER
+
+    out, resumed = tmp_path / "ddp", tmp_path / "resumed"
     proc = torchrun_cli(carp_args(store_path, out, 12))
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((out / "metrics.json").read_text())
     assert {h["stage"] for h in history if "stage" in h} == {0, 1}
     assert load_policy(out).config.action_dim == 2
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    killed = torchrun_cli(
+        carp_args(store_path, resumed, 12), script=script, env={"KILL_AT_OPTIMIZER_STEP": "10"}
+    )
+    assert killed.returncode != 0
+    assert os.readlink(resumed / "checkpoints" / "last") == "step-0000008"
+    rng = load_file(str(resumed / "checkpoints" / "step-0000008" / "training_state" / "rng.safetensors"))
+    assert sorted(rng) == ["torch.rank0", "torch.rank1"] and not torch.equal(
+        rng["torch.rank0"], rng["torch.rank1"]
+    )
+    proc = torchrun_cli(["train", "--policy", "carp", "--out", str(resumed), "--resume", "--no-progress"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for part in ("training_state/model.safetensors", "pretrained_model/model.safetensors"):
+        a = load_file(str(out / "checkpoints" / "step-0000012" / part))
+        b = load_file(str(resumed / "checkpoints" / "step-0000012" / part))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=f"{part}:{key}")

@@ -61,16 +61,16 @@ def test_training_with_periodic_rollouts_tracks_the_best_checkpoint(tmp_path, st
     run = tmp_path / "run"
     rollouts = ["--eval-every", "2", "--eval-episodes", "1", "-t", "eval_workers=1", "-t", "save_every=2"]
     state = ["--cameras", "none", "-o", "state_keys=observation.environment_state"]
-    assert train(store, run, 4, *rollouts, *state) == 0
+    assert train(store, run, 2, *rollouts, *state) == 0
     history = json.loads((run / "metrics.json").read_text())
     evals = [h for h in history if "success_rate" in h]
-    assert [h["step"] for h in evals] == [2, 4]
+    assert [h["step"] for h in evals] == [2]
     best = (run / "checkpoints" / "best").resolve()
     first_max = max(evals, key=lambda h: h["success_rate"])  # max() keeps the first of equal ones
     assert best.name == f"step-{first_max['step']:07d}" and (best / "pretrained_model").is_dir()
     assert (run / "success.png").exists()
     state = json.loads((run / "checkpoints" / "last" / "training_state" / "state.json").read_text())
-    assert [h["step"] for h in state["history"] if "success_rate" in h] == [2, 4]
+    assert [h["step"] for h in state["history"] if "success_rate" in h] == [2]
     assert state["best"]["step"] == int(best.name.split("-")[1])
 
 

@@ -9,9 +9,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from fixtures import IMAGE_KEY, make_store, torchrun_cli
+from fixtures import IMAGE_KEY, make_store
 from fixtures import TINY_DIFFUSION as TINY
 from safetensors.torch import load_file
 
@@ -172,38 +173,6 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path, store_path)
     assert loss_full[-1] == pytest.approx(loss_resumed[-1], rel=1e-6)
 
 
-def test_ddp_run_killed_and_resumed_matches_an_uninterrupted_one(tmp_path, store_path):
-    """Two CPU processes: each rank's RNG stream is saved and restored, so the resumed run ends with the
-    weights of the uninterrupted one; the replicas agree (the run checks it at its end)."""
-    steps, full, resumed = 8, tmp_path / "full", tmp_path / "resumed"
-    proc = torchrun_cli(train_args(store_path, full, steps))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((full / "run.json").read_text())["world_size"] == 2
-    assert os.readlink(full / "checkpoints" / "last") == "step-0000008"  # rank 0 alone writes
-
-    script = tmp_path / "killer.py"
-    script.write_text(KILLER)
-    killed = torchrun_cli(
-        train_args(store_path, resumed, steps), script=script, env={"KILL_AT_OPTIMIZER_STEP": "6"}
-    )
-    assert killed.returncode != 0
-    assert os.readlink(resumed / "checkpoints" / "last") == "step-0000004"
-    rng = load_file(str(resumed / "checkpoints" / "step-0000004" / "training_state" / "rng.safetensors"))
-    assert sorted(rng) == ["torch.rank0", "torch.rank1"] and not torch.equal(
-        rng["torch.rank0"], rng["torch.rank1"]
-    )
-    proc = torchrun_cli(
-        ["train", "--policy", "diffusion", "--out", str(resumed), "--resume", "--no-progress"]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for part in ("training_state/model.safetensors", "pretrained_model/model.safetensors"):
-        a = load_file(str(full / "checkpoints" / "step-0000008" / part))
-        b = load_file(str(resumed / "checkpoints" / "step-0000008" / part))
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=f"{part}:{key}")
-    assert load_policy(resumed).config.action_dim == 2
-
-
 def test_train_benchmark_times_every_stage_after_its_warm_up(tmp_path):
     from visuomotor.eval.bench import train as bench
 
@@ -232,15 +201,28 @@ def test_step_times_leave_out_each_stage_warm_up():
 
 def test_a_trained_policy_beats_the_random_one_on_an_easy_task(tmp_path):
     """End to end on the fake 2-D reaching task: scripted demonstrations, a small Diffusion Policy from
-    the state (point and goal), evaluation on held-out seeds beside the random policy."""
-    from visuomotor.eval import EnvConfig, PolicySpec, evaluate
-    from visuomotor.sim.collect import collect
+    the state (point and goal), rollouts on held-out seeds beside the random policy (all in this process)."""
+    import test_eval_fake_env as fake
 
-    fake = EnvConfig(cameras=("corner2",), sim_module="test_eval_fake_env", image_size=8)
-    collect("fake/reach", 20, tmp_path / "s.zarr", env_cfg=fake, workers=1, progress=False)
+    from visuomotor.datasets import EpisodeStore
+    from visuomotor.eval import EVAL_SEED_BASE, EnvConfig, PolicySpec
+    from visuomotor.eval.rollout import EvalTask, run_eval_episode
+
+    store = EpisodeStore.create(tmp_path / "s.zarr", fps=10, env_id="fake/reach")
+    for seed in range(20):
+        env, frames = fake.make_env("fake/reach", render=False), []
+        obs, _ = env.reset(seed=seed)
+        expert = fake.make_expert(env)
+        for _ in range(env.max_episode_steps):
+            action = np.clip(expert.act(obs), -1, 1)
+            frames.append({**obs, "action": action})
+            obs, _, done, _, _ = env.step(action)
+            if done:
+                break
+        store.append_episode({k: np.stack([f[k] for f in frames]) for k in frames[0]}, task=env.task)
     state = {"state_keys": '["observation.environment_state"]', "image_keys": "[]"}
     small = {"down_dims": "[32,64]", "step_embed_dim": "16", "horizon": "8", "n_action_steps": "4"}
-    train_over = {"steps": "300", "warmup_steps": "20", "save_every": "300"}
+    train_over = {"steps": "200", "batch_size": "32", "warmup_steps": "20", "save_every": "200"}
     train(
         "diffusion",
         tmp_path / "s.zarr",
@@ -249,12 +231,18 @@ def test_a_trained_policy_beats_the_random_one_on_an_easy_task(tmp_path):
         train_overrides=train_over,
         progress=False,
     )
-    trained = evaluate(
-        "fake/reach", PolicySpec(checkpoint=str(tmp_path / "run")), 20, env_cfg=fake, workers=1
+    cfg = EnvConfig(sim_module="test_eval_fake_env", render=False)
+
+    def success(spec: PolicySpec) -> float:
+        runs = [run_eval_episode(EvalTask("fake/reach", i, EVAL_SEED_BASE + i, spec, cfg)) for i in range(20)]
+        return sum(r.success for r in runs) / len(runs)
+
+    trained, random = (
+        success(PolicySpec(checkpoint=str(tmp_path / "run"))),
+        success(PolicySpec(name="random")),
     )
-    random = evaluate("fake/reach", PolicySpec(name="random"), 20, env_cfg=fake, workers=1)
-    # 20 paired seeds each: measured 0.50 against 0.10; the margin leaves room for float differences.
-    assert trained.overall.success_rate >= random.overall.success_rate + 0.25
+    # 20 held-out seeds each: measured 0.50 against 0.10 (200 steps); the margin leaves room for float differences.
+    assert trained >= random + 0.25, (trained, random)
 
 
 def test_the_best_checkpoint_is_the_first_with_the_highest_success(tmp_path, store_path, monkeypatch):

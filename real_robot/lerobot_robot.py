@@ -19,28 +19,32 @@ from visuomotor.errors import InvalidInputError
 from visuomotor.real_robot.robot import Robot
 
 
-def _register_lerobot_robots() -> None:
-    """Import every robot package LeRobot ships, so their config classes register their type names;
-    a package whose extra dependencies are missing is skipped (and named if asked for)."""
-    import lerobot.robots as robots
-
-    for module in pkgutil.iter_modules(robots.__path__):
+def _register_lerobot(kind: str) -> None:
+    """Import every robot (or teleoperator) package LeRobot ships, so their config classes register
+    their type names; a package whose extra dependencies are missing is skipped (and named if asked for)."""
+    package = importlib.import_module(f"lerobot.{kind}")
+    for module in pkgutil.iter_modules(package.__path__):
         if module.ispkg:
             with contextlib.suppress(ImportError):
-                importlib.import_module(f"lerobot.robots.{module.name}")
+                importlib.import_module(f"lerobot.{kind}.{module.name}")
 
 
-def lerobot_config(robot_type: str, **fields: Any) -> Any:
-    """LeRobot's config object of `robot_type` with `fields` (port, id, calibration_dir, cameras, ...)."""
-    from lerobot.robots import RobotConfig
+def lerobot_config(robot_type: str, kind: str = "robots", **fields: Any) -> Any:
+    """LeRobot's config object of `robot_type` with `fields` (port, id, calibration_dir, cameras, ...);
+    `kind` is "robots" or "teleoperators"."""
+    if kind == "robots":
+        from lerobot.robots import RobotConfig as config_base
+    else:
+        from lerobot.teleoperators import TeleoperatorConfig as config_base
 
-    _register_lerobot_robots()
+    _register_lerobot(kind)
+    what = "robot" if kind == "robots" else "teleoperator"
     try:
-        config_cls = RobotConfig.get_choice_class(robot_type)
+        config_cls = config_base.get_choice_class(robot_type)
     except KeyError:
-        known = sorted(RobotConfig.get_known_choices())
+        known = sorted(config_base.get_known_choices())
         raise InvalidInputError(
-            f"unknown LeRobot robot type {robot_type!r}; LeRobot knows {known} (a driver whose extras are "
+            f"unknown LeRobot {what} type {robot_type!r}; LeRobot knows {known} (a driver whose extras are "
             "not installed is missing from this list: pip install 'lerobot[<robot>]')"
         ) from None
     try:

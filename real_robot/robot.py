@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from visuomotor.errors import InvalidInputError
-from visuomotor.keys import camera_of
+from visuomotor.keys import IMAGE_PREFIX, camera_of
 
 STATE_KEY = "observation.state"
 
@@ -139,6 +139,16 @@ class FeatureMap:
             )
         arrays = tuple(k for k in config.state_keys if not (k == STATE_KEY and state_names))
         return cls(state_names, arrays, cameras, actions)
+
+    @classmethod
+    def of_robot(cls, robot: Robot) -> FeatureMap:
+        """Everything the robot observes, under the policy keys: what `visuomotor record` stores (the
+        scalars as `observation.state`, each camera as `observation.images.<camera>`)."""
+        obs = robot.observation_features
+        cameras = {f"{IMAGE_PREFIX}{name}": name for name in _cameras(obs)}
+        state_names = () if STATE_KEY in obs else tuple(k for k, v in obs.items() if v is float)
+        arrays = tuple(k for k, v in obs.items() if v is not float and k not in cameras.values())
+        return cls(state_names, arrays, cameras, tuple(robot.action_features))
 
     def policy_observation(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
         """One robot observation -> the policy's frame (key -> array without batch or time axes)."""

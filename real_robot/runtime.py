@@ -18,10 +18,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 
+from visuomotor.real_robot.controls import Controls
 from visuomotor.real_robot.robot import FeatureMap, Robot
 from visuomotor.real_robot.safety import SafetyLayer
 
@@ -148,22 +150,64 @@ class EpisodeLog:
         self.safety.append(safety_bits)
 
 
+class ActionSource(Protocol):
+    """Where a tick's planned action comes from: a policy (`PolicySource`) or a teleoperator."""
+
+    def begin(self) -> None:
+        """An episode starts."""
+
+    def planned(self, tick: int, frame: dict[str, np.ndarray], stale: bool) -> np.ndarray | None:
+        """The action for `tick` (None: nothing is planned, the robot holds)."""
+
+    def end(self) -> None:
+        """The episode is over."""
+
+
+class PolicySource:
+    """Chunks from a `PolicyWorker`, asked for from the last To frames and scheduled by tick."""
+
+    def __init__(self, worker: PolicyWorker, cfg: DeployConfig) -> None:
+        self.worker, self.cfg = worker, cfg
+        self.begin()
+
+    def begin(self) -> None:
+        self.scheduler = ChunkScheduler(self.cfg.blend)
+        self.history: deque[dict[str, np.ndarray]] = deque(maxlen=self.cfg.n_obs_steps)
+
+    def planned(self, tick: int, frame: dict[str, np.ndarray], stale: bool) -> np.ndarray | None:
+        self.history.extend([frame] * self.cfg.n_obs_steps if not self.history else [frame])
+        if not stale and self.scheduler.pending(tick) <= self.cfg.refill_below:
+            window = {k: np.stack([f[k] for f in self.history]) for k in frame}
+            self.worker.submit(window, self.cfg.task, tick)
+        result = self.worker.take()
+        if result is not None and result[1] is not None:
+            self.scheduler.add(result[1], result[0], tick)
+        return self.scheduler.pop(tick)
+
+    def end(self) -> None:
+        self.worker.wait_idle()
+        self.worker.take()  # a chunk of this episode must not start the next one
+
+
 def run_episode(
     robot: Robot,
     fmap: FeatureMap,
-    worker: PolicyWorker,
+    source: ActionSource,
     safety: SafetyLayer,
     cfg: DeployConfig,
     stop: Callable[[], bool],
+    watchdog: Watchdog | None = None,
 ) -> EpisodeLog:
-    """One episode: until the robot says it is over (simulated robots), `max_ticks`, or `stop()`."""
+    """One episode: until the robot says it is over (simulated robots), `max_ticks`, or `stop()`.
+    Give one `watchdog` to every episode of a deployment, so a camera frozen across an episode's start
+    stays stale."""
     from visuomotor.real_robot.safety import RULES
 
     dt = 1.0 / cfg.fps
-    scheduler, history = ChunkScheduler(cfg.blend), deque(maxlen=cfg.n_obs_steps)
-    episode, watch = EpisodeLog(), _Watchdog(cfg)
+    episode, watch = EpisodeLog(), watchdog or Watchdog(cfg)
     previous: np.ndarray | None = None
     tick, start = 0, time.monotonic()
+    source.begin()
     while (
         not stop()
         and not getattr(robot, "episode_over", False)
@@ -173,13 +217,7 @@ def run_episode(
         raw = robot.get_observation()
         frame = fmap.policy_observation(raw)
         stale = watch.stale(frame, time.monotonic() - t0)
-        history.extend([frame] * cfg.n_obs_steps if not history else [frame])
-        if not stale and scheduler.pending(tick) <= cfg.refill_below:
-            worker.submit({k: np.stack([f[k] for f in history]) for k in frame}, cfg.task, tick)
-        result = worker.take()
-        if result is not None and result[1] is not None:
-            scheduler.add(result[1], result[0], tick)
-        planned = scheduler.pop(tick)
+        planned = source.planned(tick, frame, stale)
         hold = fmap.action_vector(robot.hold_action(raw))
         previous = hold if previous is None else previous
         action, fired = (None, []) if planned is None or stale else safety.check(planned, previous, raw)
@@ -196,12 +234,68 @@ def run_episode(
         now = time.monotonic()
         episode.periods.append(now - (start + (tick - 1) * dt))
         time.sleep(max(0.0, start + tick * dt - now))
-    worker.wait_idle()
-    worker.take()
+    source.end()
     return episode
 
 
-class _Watchdog:
+def run_episodes(
+    robot: Robot,
+    fmap: FeatureMap,
+    source: ActionSource,
+    safety: SafetyLayer,
+    cfg: DeployConfig,
+    controls: Controls,
+    episodes: int,
+    *,
+    keys: bool,
+    first_seed: int = 0,
+    between: ActionSource | None = None,
+    keep: Callable[[int, EpisodeLog], None] = lambda _i, _log: None,
+) -> int:
+    """Run `episodes` episodes, handing each kept one to `keep(index, log)`; returns how many were kept.
+
+    A simulated robot starts each episode itself on seed `first_seed + index` (`eval`'s seeds). A real
+    robot with a terminal waits for the start key; meanwhile `between` (the teleoperator, when
+    recording) drives it unrecorded so the operator can reset the scene, else it holds. Without a
+    terminal, episodes follow each other. The re-record key discards the episode and runs it again."""
+    from visuomotor.real_robot.controls import HELP
+
+    watchdog, kept = Watchdog(cfg), 0
+    while kept < episodes and not controls.stopped:
+        if hasattr(robot, "start_episode"):
+            robot.start_episode(first_seed + kept)
+            controls.begin_episode()
+        elif keys:
+            log.warning("episode %d of %d: press Enter to start (%s)", kept + 1, episodes, HELP)
+            if between is not None:
+                free = replace(cfg, max_ticks=None)
+                run_episode(robot, fmap, between, safety, free, controls.episode_should_end, watchdog)
+            if not controls.wait_start():
+                break
+        else:
+            controls.begin_episode()
+        episode = run_episode(robot, fmap, source, safety, cfg, controls.episode_should_end, watchdog)
+        if controls.take_rerecord():
+            log.warning("episode %d discarded: it runs again", kept + 1)
+            continue
+        keep(kept, episode)
+        kept += 1
+    return kept
+
+
+def hold_and_disconnect(robot: Robot, dry_run: bool) -> None:
+    """The end of every deployment, however it ends: command the hold action once (a position-
+    controlled arm stops where it is rather than finishing its last target), then disconnect."""
+    try:
+        if robot.is_connected and not dry_run and not getattr(robot, "episode_over", False):
+            robot.send_action(robot.hold_action(robot.get_observation()))
+    except Exception:
+        log.exception("could not send the hold action before disconnecting")
+    finally:
+        robot.disconnect()
+
+
+class Watchdog:
     """Stale observations: frozen cameras, slow reads."""
 
     def __init__(self, cfg: DeployConfig) -> None:

@@ -13,7 +13,13 @@ import pytest
 
 from visuomotor.real_robot import make_robot
 from visuomotor.real_robot.robot import FeatureMap, PolicyInputs, Robot
-from visuomotor.real_robot.runtime import ChunkScheduler, DeployConfig, PolicyWorker, run_episode
+from visuomotor.real_robot.runtime import (
+    ChunkScheduler,
+    DeployConfig,
+    PolicySource,
+    PolicyWorker,
+    run_episode,
+)
 from visuomotor.real_robot.safety import SafetyLayer, SafetyLimits, Workspace
 
 NAMES = ("x.vel", "gripper")
@@ -77,9 +83,8 @@ def deploy(
     robot.connect()
     fmap = FeatureMap.match(robot, INPUTS)
     safety, worker = SafetyLayer(LIMITS), PolicyWorker(chunk_fn)
-    log = run_episode(
-        robot, fmap, worker, safety, DeployConfig(fps=fps, max_ticks=ticks, **cfg), lambda: False
-    )
+    config = DeployConfig(fps=fps, max_ticks=ticks, **cfg)
+    log = run_episode(robot, fmap, PolicySource(worker, config), safety, config, lambda: False)
     return robot, log, safety, worker
 
 
@@ -258,7 +263,7 @@ def test_a_lerobot_robot_is_built_from_its_config_type_and_driven_through_the_ru
     run_episode(
         robot,
         fmap,
-        PolicyWorker(lambda w, t: np.tile(target, (3, 1))),
+        PolicySource(PolicyWorker(lambda w, t: np.tile(target, (3, 1))), cfg),
         SafetyLayer(limits),
         cfg,
         lambda: False,

@@ -109,7 +109,7 @@ def test_deploy_on_a_simulated_robot_records_what_it_sent(tmp_path, store, capsy
 
     info = inspect_checkpoint(run)
     policy = load_policy(run)
-    server = PolicyServer(policy, metadata_of(policy, info.weights, policy.dataset), token="x" * 16)
+    server = PolicyServer(policy, metadata_of(policy, info.weights_digest(), policy.dataset), token="x" * 16)
     (tmp_path / "token").write_text("x" * 16)
     with server.serve_in_background() as url:
         remote = ["deploy", "--server", url, "--token-file", str(tmp_path / "token"), "--robot", f"sim:{ENV}"]

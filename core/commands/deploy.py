@@ -12,8 +12,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from visuomotor.errors import InvalidInputError
 
 
@@ -44,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from visuomotor.eval.rollout import EVAL_SEED_BASE
     from visuomotor.real_robot import make_robot
+    from visuomotor.real_robot.controls import Controls, keyboard
+    from visuomotor.real_robot.recording import append_episode
     from visuomotor.real_robot.robot import FeatureMap
-    from visuomotor.real_robot.runtime import DeployConfig, PolicyWorker, run_episode
-    from visuomotor.real_robot.safety import SafetyLayer, SafetyLimits, default_limits
+    from visuomotor.real_robot.runtime import PolicySource, PolicyWorker, hold_and_disconnect, run_episodes
 
     if args.episodes < 1 or args.fps <= 0:
         raise InvalidInputError(f"--episodes must be >= 1 and --fps > 0, got {args.episodes} and {args.fps}")
@@ -61,38 +60,67 @@ def run(args: argparse.Namespace) -> int:
         robot_id=args.robot_id,
     )
     robot.connect()
-    stop = _stop_flag()
+    controls = stop_on_interrupt(Controls())
+    episodes: list[dict[str, Any]] = []
     try:
         fmap = FeatureMap.match(robot, source["inputs"], source["semantics"])  # before anything moves
-        names = tuple(robot.action_features)
-        limits = SafetyLimits.from_file(args.safety, names) if args.safety else default_limits(robot)
-        safety = SafetyLayer(limits)
-        task = getattr(getattr(robot, "spec", None), "instruction", None)
-        cfg = DeployConfig(
-            fps=args.fps, n_obs_steps=source["n_obs_steps"], blend=args.blend, dry_run=args.dry_run, task=task
-        )
-        cfg.max_ticks = getattr(getattr(robot, "_env", None), "max_episode_steps", None)  # a dry run ends too
+        safety, cfg = safety_and_config(robot, args, source["n_obs_steps"])
         # A new chunk is asked for once n_action_steps of the last one are under way, as eval replans.
         cfg.refill_below = source["n_actions"] - source["n_action_steps"]
         worker = PolicyWorker(source["chunk_fn"])
-        episodes = []
-        for i in range(args.episodes):
-            if stop():
-                break
-            if hasattr(robot, "start_episode"):
-                robot.start_episode(EVAL_SEED_BASE + i)
-            log = run_episode(robot, fmap, worker, safety, cfg, stop)
-            episodes.append(_episode_summary(robot, log, i))
+
+        def keep(index: int, log: Any) -> None:
+            episodes.append(_episode_summary(robot, log, index))
             if args.record:
-                _record(args.record, robot, log, task, args.fps)
+                meta = {
+                    "success": bool(getattr(robot, "success", False)),
+                    "policy": args.checkpoint or args.server,
+                }
+                append_episode(args.record, robot, log, safety.limits, cfg.task or "", args.fps, meta)
+
+        with keyboard(controls) as keys:
+            check_episode_end(robot, keys, args.max_steps)
+            run_episodes(
+                robot, fmap, PolicySource(worker, cfg), safety, cfg, controls, args.episodes,
+                keys=keys, first_seed=EVAL_SEED_BASE, keep=keep,
+            )  # fmt: skip
     finally:
-        robot.disconnect()
+        hold_and_disconnect(robot, args.dry_run)
     summary = _summary(args, episodes, safety.counts, worker.failures)
     print(json.dumps(summary, indent=2))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def safety_and_config(robot: Any, args: argparse.Namespace, n_obs_steps: int) -> tuple[Any, Any]:
+    """The safety layer (from --safety or the robot's own limits) and the loop's settings (shared by
+    `deploy` and `record`)."""
+    from visuomotor.real_robot.runtime import DeployConfig
+    from visuomotor.real_robot.safety import SafetyLayer, SafetyLimits, default_limits
+
+    names = tuple(robot.action_features)
+    limits = SafetyLimits.from_file(args.safety, names) if args.safety else default_limits(robot)
+    task = getattr(getattr(robot, "spec", None), "instruction", None)
+    cfg = DeployConfig(
+        fps=args.fps,
+        n_obs_steps=n_obs_steps,
+        blend=getattr(args, "blend", "latest"),
+        dry_run=getattr(args, "dry_run", False),
+        task=getattr(args, "task", None) or task,
+    )
+    # Simulated robots end episodes themselves, at the latest at their env's step limit (a dry run too).
+    cfg.max_ticks = args.max_steps or getattr(getattr(robot, "_env", None), "max_episode_steps", None)
+    return SafetyLayer(limits), cfg
+
+
+def check_episode_end(robot: Any, keys: bool, max_steps: int | None) -> None:
+    """A real robot's episode ends on a key or at --max-steps: without a terminal it needs --max-steps."""
+    if not hasattr(robot, "start_episode") and not keys and max_steps is None:
+        raise InvalidInputError(
+            f"{robot.name}: without a terminal there are no keys to end an episode; give --max-steps"
+        )
 
 
 def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
@@ -115,24 +143,15 @@ def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
             "semantics": meta.extra.get("action_space", {}).get("semantics", ""),
             "image_size": inputs.input_shapes[inputs.image_keys[0]][0] if inputs.image_keys else None,
         }
-    import torch
-
     from visuomotor.policies import load_policy
 
     policy = load_policy(args.checkpoint, device="cpu")
     c = policy.config
 
-    def chunk_fn(window: dict[str, np.ndarray], task: str | None) -> np.ndarray:
-        batch: dict[str, Any] = {k: torch.from_numpy(v)[None] for k, v in window.items()}
-        if task is not None:
-            batch["task"] = [task]
-        with torch.inference_mode():
-            return policy.predict_action_chunk(batch)[0, c.n_obs_steps - 1 :].numpy()
-
     inputs = PolicyInputs(c.state_keys, c.image_keys, c.input_shapes, c.action_dim)
     return {
         "inputs": inputs,
-        "chunk_fn": chunk_fn,
+        "chunk_fn": policy.chunk_from_window,
         "n_obs_steps": c.n_obs_steps,
         "n_actions": c.horizon - c.n_obs_steps + 1,
         "n_action_steps": c.n_action_steps,
@@ -141,15 +160,10 @@ def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _stop_flag():
-    """Ctrl-C ends the episode in progress cleanly (the robot holds, then disconnects)."""
-    flag = {"stop": False}
-
-    def handler(_sig: int, _frame: Any) -> None:
-        flag["stop"] = True
-
-    signal.signal(signal.SIGINT, handler)
-    return lambda: flag["stop"]
+def stop_on_interrupt(controls: Any) -> Any:
+    """Ctrl-C stops like the stop key: the episode in progress ends, the robot holds, then disconnects."""
+    signal.signal(signal.SIGINT, lambda _sig, _frame: controls.stop())
+    return controls
 
 
 def _episode_summary(robot: Any, log: Any, index: int) -> dict[str, Any]:
@@ -180,21 +194,3 @@ def _summary(
         "policy_failures": failures,
         "per_episode": episodes,
     }
-
-
-def _record(path: str, robot: Any, log: Any, task: str | None, fps: float) -> None:
-    """Append the episode to the store (created on first use); a crash loses at most this episode."""
-    from visuomotor.datasets import EpisodeStore
-
-    if not log.actions:
-        return
-    store = (
-        EpisodeStore.open(path, mode="a")
-        if Path(path).exists()
-        else EpisodeStore.create(path, fps=max(1, round(fps)), env_id=getattr(robot, "env_id", robot.name))
-    )
-    data = {k: np.stack([f[k] for f in log.frames]) for k in log.frames[0]}
-    data["action"] = np.stack(log.actions)
-    data["deploy.timestamp"] = np.asarray(log.timestamps, np.float32)
-    data["deploy.safety"] = np.asarray(log.safety, np.int32)
-    store.append_episode(data, task=task or "", meta={"success": bool(getattr(robot, "success", False))})

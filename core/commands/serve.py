@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.policy_override)
     info = inspect_checkpoint(args.checkpoint, overrides)
     policy = load_policy(info.directory, device="cpu", overrides=overrides)
-    server = PolicyServer(policy, metadata_of(policy, info.weights, policy.dataset), token)
+    server = PolicyServer(policy, metadata_of(policy, info.weights_digest(), policy.dataset), token)
 
     def ready(port: int) -> None:
         scheme = "wss" if ssl_context else "ws"

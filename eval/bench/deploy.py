@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from visuomotor.real_robot.robot import FeatureMap, PolicyInputs, Robot
-from visuomotor.real_robot.runtime import DeployConfig, PolicyWorker, run_episode
+from visuomotor.real_robot.runtime import DeployConfig, PolicySource, PolicyWorker, Watchdog, run_episode
 from visuomotor.real_robot.safety import SafetyLayer, SafetyLimits
 
 JOINTS = tuple(f"joint{i}.pos" for i in range(6))
@@ -138,10 +138,10 @@ def _faults(per_kind: int, fps: float) -> dict[str, Any]:
     worker = PolicyWorker(_faulty_policy(arm, rng, counts))
     cfg = DeployConfig(fps=fps, n_obs_steps=2, refill_below=3)
     t0 = time.perf_counter()
-    logs = []
+    logs, source, watchdog = [], PolicySource(worker, cfg), Watchdog(cfg)  # one watchdog per deployment
     while min(counts.values()) < per_kind:
         cfg.max_ticks = 500
-        logs.append(run_episode(arm, fmap, worker, safety, cfg, lambda: False))
+        logs.append(run_episode(arm, fmap, source, safety, cfg, lambda: False, watchdog))
     merged = _merge(logs)
     return {
         "fps": fps,
@@ -176,9 +176,8 @@ def _timing(fps: float, seconds: float) -> dict[str, Any]:
         return np.tile(arm.positions + 0.1, (4, 1))
 
     cfg = DeployConfig(fps=fps, n_obs_steps=2, max_ticks=int(seconds * fps), refill_below=2)
-    log = run_episode(
-        arm, FeatureMap.match(arm, INPUTS), PolicyWorker(policy), SafetyLayer(limits), cfg, lambda: False
-    )
+    source = PolicySource(PolicyWorker(policy), cfg)
+    log = run_episode(arm, FeatureMap.match(arm, INPUTS), source, SafetyLayer(limits), cfg, lambda: False)
     periods = sorted(log.periods)
     return {
         "fps": fps,

@@ -6,7 +6,8 @@ camera plus the 4-d proprio state (the shapes of `bench latency`) is saved as a 
 `visuomotor serve` in its own process on 127.0.0.1. The same requests go to the in-process policy and
 to the server, interleaved, so noise hits both alike; then 4 client threads send at once. p50/p99 in ms.
 
-Fuzzing: the image policy's server, with a token, gets malformed messages from an authenticated client:
+Fuzzing: the image policy's server (with one denoising step, so that the run's time goes to the
+server's checks rather than to inference), with a token, gets malformed messages from an authenticated client:
 random bytes, valid requests truncated or with bytes flipped, wrong types in every field, wrong dtypes,
 shapes, byte counts and NaNs, unknown keys and types, and messages over the size limit; plus handshakes
 without or with a wrong token. Counted: replies that were not errors (an accepted malformed request),
@@ -40,10 +41,14 @@ def _policy(image: bool):
     return build("diffusion", {"sampler": "ddim", "num_inference_steps": 10}, image=image)
 
 
-def _start_server(checkpoint: Path, token_file: Path | None) -> tuple[subprocess.Popen, str]:
+def _start_server(
+    checkpoint: Path, token_file: Path | None, overrides: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "visuomotor.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
     if token_file is not None:
         cmd += ["--token-file", str(token_file)]
+    for override in overrides:
+        cmd += ["-o", override]
     log_path = (
         checkpoint.parent / f"{checkpoint.name}.serve.log"
     )  # a file: a full pipe would block the server
@@ -295,7 +300,8 @@ def run_benchmark(json_path: str | None, quick: bool = False) -> dict[str, Any]:
             finally:
                 proc.terminate()
                 proc.wait(10)
-        proc, url = _start_server(Path(tmp) / "image", token_file)
+        # One denoising step: the fuzz run measures the server's checks, not the policy's speed.
+        proc, url = _start_server(Path(tmp) / "image", token_file, ("num_inference_steps=1",))
         try:
             out["fuzz"] = _fuzz(url, proc, messages, handshakes)
         finally:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from huggingface_hub import ModelHubMixin
 from safetensors import SafetensorError
@@ -192,8 +193,6 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     def policy_view(self, obs: Mapping[str, Any]) -> Any:
         """The images of one env observation as this policy sees them at inference, side by side (the
         centre crop of each camera, padded back to its frame size with grey); None without a crop."""
-        import numpy as np
-
         if not self.config.image_keys or self.config.crop_ratio >= 1.0:
             return None
         views = []
@@ -225,6 +224,18 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         index To-1 because the chunk starts at the first observation (Diffusion Policy)."""
         start = self.config.n_obs_steps - 1
         return chunk[:, start : start + self.config.n_action_steps]
+
+    @torch.inference_mode()
+    def chunk_from_window(self, window: Mapping[str, np.ndarray], task: str | None) -> np.ndarray:
+        """Actions (n, action_dim) float32 from the newest frame on, for one observation window (key ->
+        (To, ...), oldest first): what the deploy runtime and the policy server schedule."""
+        batch: dict[str, Any] = {
+            k: torch.from_numpy(np.ascontiguousarray(v))[None] for k, v in window.items()
+        }
+        if task is not None:
+            batch["task"] = [task]
+        chunk = self.predict_action_chunk(batch)  # (1, H, A), starting at the oldest frame
+        return chunk[0, self.config.n_obs_steps - 1 :].float().cpu().numpy().astype(np.float32)
 
     @torch.no_grad()
     def select_action(self, obs: dict[str, Any]) -> Tensor:

@@ -38,6 +38,10 @@ class CheckpointInfo:
     def weights(self) -> Path:
         return self.directory / WEIGHTS_NAME
 
+    def weights_digest(self) -> str:
+        """SHA-256 of the weights: the recorded one, or computed for checkpoints without it."""
+        return self.weights_sha256 or file_sha256(self.weights)
+
     @property
     def cameras(self) -> list[str]:
         """Cameras the policy sees, in its input order; empty for a state-only policy."""

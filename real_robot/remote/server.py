@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -79,9 +78,9 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
-def metadata_of(policy: Any, weights: Path, extra: dict[str, Any] | None = None) -> PolicyMetadata:
+def metadata_of(policy: Any, weights_sha256: str, extra: dict[str, Any] | None = None) -> PolicyMetadata:
     """The metadata of a loaded policy: inputs with the per-request shape [To, *frame], its actions and
-    timing, and a checkpoint id from its weights."""
+    timing, and a checkpoint id from its weights' SHA-256 (`CheckpointInfo.weights_digest()`)."""
     c = policy.config
     inputs = {
         key: {
@@ -90,7 +89,6 @@ def metadata_of(policy: Any, weights: Path, extra: dict[str, Any] | None = None)
         }
         for key in c.input_keys
     }
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     return PolicyMetadata(
         inputs=inputs,
         action_dim=c.action_dim,
@@ -98,7 +96,7 @@ def metadata_of(policy: Any, weights: Path, extra: dict[str, Any] | None = None)
         horizon=c.horizon,
         n_action_steps=c.n_action_steps,
         tasks=list(c.tasks),
-        checkpoint=f"{policy.name}-{digest}",
+        checkpoint=f"{policy.name}-{weights_sha256[:16]}",
         policy=policy.name,
         extra=dict(extra or {}),
     )
@@ -161,16 +159,8 @@ class PolicyServer:
 
     def infer(self, obs: dict[str, np.ndarray], task: str | None) -> tuple[np.ndarray, float]:
         """Actions (n, A) from the current frame on, and the inference time in ms (inference thread)."""
-        import torch
-
         t0 = time.perf_counter()
-        batch: dict[str, Any] = {k: torch.from_numpy(v)[None] for k, v in obs.items()}  # (1, To, ...)
-        if task is not None:
-            batch["task"] = [task]
-        with torch.inference_mode():
-            chunk = self.policy.predict_action_chunk(batch)  # (1, H, A)
-        start = self.metadata.n_obs_steps - 1
-        actions = chunk[0, start:].float().cpu().numpy().astype(np.float32)
+        actions = self.policy.chunk_from_window(obs, task)
         return actions, (time.perf_counter() - t0) * 1e3
 
     # ------------------------------------------------------------------ sockets

@@ -35,6 +35,7 @@ from visuomotor.checkpoint import (
 from visuomotor.configs import apply_overrides, from_dict, to_dict
 from visuomotor.errors import InvalidInputError, MissingPathError, PathExistsError
 from visuomotor.rundir import RunDir, pretrained_model
+from visuomotor.video_data import VideoWindows, mix_video, open_video
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,17 @@ class TrainConfig:
     """Seed for initialisation, batches and noise."""
     keep_checkpoints: int = 2
     """Step checkpoints kept besides best and last."""
+    video_data: str = ""
+    """An episode store of action-free video to co-train frame prediction on (PAD; `--video-data`)."""
+    video_fraction: float = 0.3
+    """Share of each batch drawn from `video_data` (PAD's code: 0.3)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "save_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.video_fraction < 1.0:
+            raise InvalidInputError(f"video_fraction must be in [0, 1), got {self.video_fraction}")
         if not 0.0 <= self.val_ratio < 1.0:
             raise InvalidInputError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
         if self.lr <= 0:
@@ -190,6 +197,7 @@ def train(
     else:
         config, tcfg = _new_configs(run_dir, policy_name, preset, policy_overrides, train_overrides)
     store, sampler, val_sampler, stats = _open_data(config, tcfg, data, resume, rank)
+    video = open_video(config, tcfg.video_data, resume) if tcfg.video_data else None  # before the policy
     if rank == 0:
         log.info("inputs: %s", describe_inputs(config))
     policy, ema_policy, schedule = _build_policy(policy_name, config, tcfg, stats, resume, store.attrs)
@@ -212,6 +220,7 @@ def train(
         val_sampler=val_sampler,
         best=best,
         history=history,
+        video=video,
     )
     model = _distributed(policy, world, config.device, len(schedule.stages))
     if run.is_main:
@@ -319,6 +328,7 @@ class _Run:
     val_sampler: Any
     best: dict[str, Any] | None
     history: list[dict[str, Any]]
+    video: VideoWindows | None = None
     writer: Any = None
 
 
@@ -375,6 +385,11 @@ def _open_data(
     store = EpisodeStore.open(data)
     if store.num_episodes == 0:
         raise InvalidInputError(f"{data}: the store has no episodes")
+    if "action" not in store.keys:
+        raise InvalidInputError(
+            f"{data}: the store holds no actions (action-free video?); train on a store with actions and "
+            "give this one with --video-data (PAD)"
+        )
     _check_store_matches(config, store)
     if not resume:
         config.input_shapes = {k: list(store.shape(k)) for k in config.input_keys}
@@ -472,8 +487,13 @@ def _train_step(run: _Run, model: nn.Module, step: int, rank: int) -> tuple[floa
         # A new stage evaluates and saves what the previous stages actually trained, not their EMA
         # (CARP: stage 2 is trained against the live tokenizer weights).
         run.ema_policy.load_state_dict(run.policy.state_dict())
-    idx = batch_indices(len(run.sampler), run.schedule.batch_size(stage.index), tcfg.seed, step, rank)
-    batch = {k: torch.from_numpy(v).to(device) for k, v in run.sampler.sample(idx).items()}
+    size = run.schedule.batch_size(stage.index)
+    n_video = round(size * tcfg.video_fraction) if run.video is not None else 0
+    sample = run.sampler.sample(batch_indices(len(run.sampler), size - n_video, tcfg.seed, step, rank))
+    if run.video is not None and n_video:
+        video_idx = batch_indices(len(run.video.sampler), n_video, tcfg.seed + 1, step, rank)
+        sample = mix_video(sample, run.video.sampler.sample(video_idx), run.video)
+    batch = {k: torch.from_numpy(v).to(device) for k, v in sample.items()}
     loss, logs = model(batch)
     stage.optimizer.zero_grad(set_to_none=True)
     loss.backward()

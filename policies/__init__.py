@@ -30,6 +30,8 @@ class PolicyEntry:
     module: str
     policy_class: str
     config_class: str
+    needs_cameras: bool = False
+    """A policy that cannot run from low-dim state alone (PAD predicts frames)."""
 
     def load(self) -> tuple[type, type, dict[str, dict[str, Any]]]:
         """(Policy class, config class, presets) — imported on first use, so the CLI starts fast."""
@@ -45,6 +47,7 @@ class PolicyEntry:
 REGISTRY: dict[str, PolicyEntry] = {
     "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
     "carp": PolicyEntry("visuomotor.policies.carp", "CarpPolicy", "CarpConfig"),
+    "pad": PolicyEntry("visuomotor.policies.pad", "PadPolicy", "PadConfig", needs_cameras=True),
 }
 
 

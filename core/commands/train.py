@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from visuomotor.configs import parse_overrides
 from visuomotor.errors import InvalidInputError
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Metaworld stores: condition on observation.environment_state with positions relative to each "
         "other (goal - hand, object - hand, ...) instead of absolute; -o fields still win",
     )
+    parser.add_argument(
+        "--video-data", metavar="STORE", help="action-free video to co-train frame prediction on (PAD)"
+    )
     parser.add_argument("-o", "--policy-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("-t", "--train-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--list-fields", action="store_true", help="print the config fields and exit")
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     ):
         if getattr(args, flag) is not None:
             train_over[field] = str(getattr(args, flag))
+    if args.video_data:
+        train_over["video_data"] = str(Path(args.video_data).resolve())  # a resumed run finds it anywhere
     if args.relative_state:
         policy_over = relative_state_overrides(args.data) | policy_over
     cams = _cameras(args, policy_over)

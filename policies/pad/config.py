@@ -1,0 +1,128 @@
+"""PAD config and presets (Guo et al. 2024; every known setting in architecture.md §PAD)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from visuomotor.datasets.sampler import WindowSpec
+from visuomotor.errors import InvalidInputError
+from visuomotor.policies.common.config import PolicyConfig
+
+
+@dataclass
+class PadConfig(PolicyConfig):
+    """A DiT that denoises the frames at `future_offsets` and the action chunk with one timestep."""
+
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (*PolicyConfig.INFERENCE_FIELDS, "num_inference_steps")
+    LEARNS_FROM_VIDEO: ClassVar[bool] = True
+    """Action-free windows (`--video-data`) train its frame prediction, their action loss masked."""
+
+    future_offsets: tuple[int, ...] = (4, 8, 12)
+    """Frames predicted, relative to the current one (paper: t+4, t+8, t+12)."""
+    predict_images: bool = True
+    """False: the ablation "PAD without image prediction": the same network with the future frames
+    removed from its input and loss (it still sees the current frame)."""
+    action_tokens: str = "one"
+    """one: a single token for the whole noisy chunk with the current proprio (PAD's
+    `--action_condition`); per_step: one token per action step, each with the proprio."""
+    patch_size: int = 8
+    """Side of the square patches the stacked frames are cut into (one token each)."""
+    hidden_dim: int = 256
+    depth: int = 6
+    num_heads: int = 4
+    image_loss_weight: float = 1.0
+    action_loss_weight: float = 1.0
+    """PAD's code weighs both 1 (the paper ramps the action weight to 2 over 100k steps)."""
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    num_inference_steps: int = 10
+    """DDIM steps at inference (paper: 75)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.future_offsets = tuple(int(o) for o in self.future_offsets)
+        if not self.future_offsets or min(self.future_offsets) < 1:
+            raise InvalidInputError(
+                f"future_offsets must be positive frame offsets, got {self.future_offsets}"
+            )
+        chunk_end = self.horizon - self.n_obs_steps  # the last action's offset from the current frame
+        if max(self.future_offsets) > chunk_end + 1:
+            raise InvalidInputError(
+                f"future_offsets {self.future_offsets} run past the action chunk: horizon {self.horizon} with "
+                f"n_obs_steps {self.n_obs_steps} predicts actions up to t+{chunk_end}; the last future frame "
+                f"may be at most t+{chunk_end + 1} (raise horizon or lower the offsets)"
+            )
+        if self.action_tokens not in ("one", "per_step"):
+            raise InvalidInputError(f"action_tokens must be one or per_step, got {self.action_tokens!r}")
+        if self.hidden_dim % self.num_heads or self.hidden_dim % 4:
+            raise InvalidInputError(
+                f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
+            )
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise InvalidInputError(
+                f"num_inference_steps must be in [1, num_train_timesteps={self.num_train_timesteps}], "
+                f"got {self.num_inference_steps}"
+            )
+
+    def validate_inputs(self) -> None:
+        super().validate_inputs()
+        if not self.image_keys:
+            raise InvalidInputError(
+                "PAD predicts camera frames: it needs at least one camera (image_keys is empty; train with "
+                "the store's cameras, not --cameras none)"
+            )
+        sizes = {tuple(self.input_shapes[k]) for k in self.image_keys}
+        if len(sizes) > 1:
+            raise InvalidInputError(
+                f"PAD stacks its cameras: they must share one frame size, got {sorted(sizes)}"
+            )
+        h, w, _ = next(iter(sizes))
+        if h % self.patch_size or w % self.patch_size:
+            raise InvalidInputError(
+                f"camera frames {h}x{w} are not divisible by patch_size {self.patch_size}"
+            )
+
+    def window_spec(self, obs_keys: tuple[str, ...] | None = None) -> WindowSpec:
+        """The observation history, and for each camera also the future frames (frames past an episode's
+        end repeat its last frame, as the sampler pads)."""
+        spec = super().window_spec(obs_keys)
+        history = tuple(range(-(self.n_obs_steps - 1), 1))
+        offsets = {k: (*history, *self.future_offsets) for k in self.image_keys}
+        return replace(spec, key_offsets=offsets)
+
+
+PRESETS: dict[str, dict] = {
+    # Pixels at the vision recipe's size (64 px, patch 8: 64 image tokens), a small DiT (3.2M
+    # parameters, ~0.9 s per batch of 64 on one core) trained from scratch, one observation frame as in PAD, a chunk of 12 actions reaching the last future frame.
+    "cpu": {
+        "n_obs_steps": 1,
+        "horizon": 12,
+        "n_action_steps": 8,
+        "future_offsets": (4, 8, 12),
+        "patch_size": 8,
+        "hidden_dim": 192,
+        "depth": 4,
+        "num_heads": 4,
+        "crop_ratio": 1.0,
+        "shift_pad": 4,
+        "num_train_timesteps": 100,
+        "num_inference_steps": 10,
+    },
+    # The paper's DiT-XL sizes and 256 image tokens (XL/2 on 32x32 latents; here patch 4 on 64 px
+    # pixels, since the paper's SD-VAE cannot be downloaded here), its linear schedule, 75 DDIM steps.
+    "paper": {
+        "n_obs_steps": 1,
+        "horizon": 12,
+        "n_action_steps": 1,
+        "future_offsets": (4, 8, 12),
+        "patch_size": 4,
+        "hidden_dim": 1152,
+        "depth": 28,
+        "num_heads": 16,
+        "crop_ratio": 1.0,
+        "num_train_timesteps": 1000,
+        "beta_schedule": "linear",
+        "num_inference_steps": 75,
+    },
+}

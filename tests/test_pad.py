@@ -1,0 +1,208 @@
+"""PAD's own behaviour: image tokens never see action tokens, one timestep noises both modalities, the
+future frames of a window (the last one repeated past an episode's end), action-free windows train the
+image branch only, the ablation without image prediction, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from fixtures import IMAGE_KEY, make_store
+
+from visuomotor.datasets.sampler import SequenceSampler
+from visuomotor.datasets.stats import compute_stats
+from visuomotor.policies import get_policy_entry, make_config
+from visuomotor.policies.pad.model import PadDiT
+
+TINY = {"hidden_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "horizon": 8, "future_offsets": (2, 4)}
+KEYS = ["observation.state", IMAGE_KEY]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store, _ = make_store(
+        tmp_path_factory.mktemp("pad") / "s.zarr", episodes=2, lengths=[12, 10], image_hw=16, tasks=["a", "b"]
+    )
+    compute_stats(store)
+    return store
+
+
+def build(store, **fields):
+    config = make_config(
+        "pad",
+        "cpu",
+        image_keys=(IMAGE_KEY,),
+        input_shapes={k: list(store.shape(k)) for k in KEYS},
+        action_dim=store.shape("action")[0],
+        tasks=store.tasks,
+        **{**TINY, **fields},
+    )
+    return get_policy_entry("pad").load()[0](config, {k: store.attrs["stats"][k] for k in [*KEYS, "action"]})
+
+
+def batch(policy, store, idx):
+    sample = SequenceSampler(store, policy.config.window_spec()).sample(np.asarray(idx))
+    return {k: torch.from_numpy(v) for k, v in sample.items()}
+
+
+def test_image_tokens_never_see_the_action_tokens():
+    torch.manual_seed(0)
+    net = PadDiT(image_hw=(16, 16), in_channels=9, out_channels=6, patch=8, action_in=5, action_out=4,
+                 n_action_tokens=2, dim=32, depth=2, heads=2)  # fmt: skip
+    for p in net.parameters():  # away from adaLN-Zero's identity start, so every path carries signal
+        torch.nn.init.normal_(p, std=0.2)
+    images, actions = torch.randn(2, 9, 16, 16), torch.randn(2, 2, 5)
+    t, cond = torch.tensor([3, 7]), torch.randn(2, 32)
+    eps_images, eps_actions = net(images, actions, t, cond)
+    other_images, other_actions = net(images, actions + 5.0, t, cond)
+    assert torch.equal(eps_images, other_images)  # changing the actions leaves the image prediction alone
+    assert not torch.allclose(eps_actions, other_actions)
+    _, seen = net(images + 1.0, actions, t, cond)
+    assert not torch.allclose(eps_actions, seen)  # ... while the actions see the images
+
+
+def test_one_timestep_noises_the_future_frames_and_the_actions(store):
+    policy = build(store).train()
+    steps = []
+    add_noise = policy.train_scheduler.add_noise
+    policy.train_scheduler.add_noise = lambda x, n, t: steps.append(t.clone()) or add_noise(x, n, t)
+    policy.compute_loss(batch(policy, store, [0, 1, 2, 3]))
+    assert len(steps) == 2 and torch.equal(steps[0], steps[1])
+
+
+def test_future_frames_are_channel_stacked_and_repeat_the_last_frame_past_the_episode_end(store):
+    policy = build(store, future_offsets=(2, 4, 6))
+    assert policy.config.window_spec().key_offsets == {IMAGE_KEY: (0, 2, 4, 6)}
+    first_episode = store.episode(0)[IMAGE_KEY]  # 12 frames
+    windows = SequenceSampler(store, policy.config.window_spec())
+    anchors = [i for i in range(len(windows)) if windows.sample(np.array([i]))["frame_index"][0] == 9]
+    sample = batch(policy, store, anchors[:1])
+    frames = sample[IMAGE_KEY][0].numpy()  # frames 9, 11, then 13 and 15 past the end: frame 11 again
+    for got, want in zip(frames, [9, 11, 11, 11], strict=True):
+        assert np.array_equal(got, first_episode[want])
+    stacked = policy.frames(sample, 4)
+    assert stacked.shape == (1, 4, 3, 16, 16) and stacked.min() >= -1 and stacked.max() <= 1
+    assert stacked[:, 1:].flatten(1, 2).shape == (1, 9, 16, 16)  # the future frames on channels
+
+
+def test_action_free_windows_train_the_image_branch_only(store):
+    torch.manual_seed(0)
+    policy = build(store).train()
+    data = batch(policy, store, [0, 1, 2, 3])
+    data["action_mask"] = torch.zeros(4)
+    loss, logs = policy.compute_loss(data)
+    loss.backward()
+    assert logs["action_loss"] == 0.0 and logs["image_loss"] > 0
+    action_head = policy.net.action_head.linear.weight.grad
+    image_head = policy.net.image_head.linear.weight.grad
+    assert action_head is None or action_head.abs().sum() == 0
+    assert image_head.abs().sum() > 0
+    # In a mixed batch the masked windows' actions do not count: change them and the loss stays.
+    half = dict(data, action_mask=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    losses = []
+    for shift in ((0.0, 0.0), (0.0, 9.0), (9.0, 0.0)):  # added to windows (0-1, 2-3)'s actions
+        actions = data["action"].clone()
+        actions[:2] += shift[0]
+        actions[2:] += shift[1]
+        torch.manual_seed(1)
+        losses.append(policy.compute_loss(dict(half, action=actions))[1]["action_loss"])
+    assert losses[1] == losses[0] and losses[2] != losses[0]
+
+
+def test_the_ablation_has_no_image_branch(store):
+    policy = build(store, predict_images=False)
+    assert policy.net.image_head is None
+    _, logs = policy.compute_loss(batch(policy, store, [0, 1]))
+    assert "image_loss" not in logs
+    policy.eval()
+    data = batch(policy, store, [0])
+    chunk = policy.predict_action_chunk({k: data[k][:, :1] for k in KEYS} | {"task": ["a"]})
+    assert chunk.shape == (1, 8, 2) and policy.predicted_frames is None and policy.policy_view(None) is None
+
+
+def test_predicted_frames_come_out_as_images_for_videos(store):
+    policy = build(store).eval()
+    data = batch(policy, store, [0])
+    policy.predict_action_chunk({k: data[k][:, :1] for k in KEYS} | {"task": ["a"]})
+    assert policy.predicted_frames.shape == (1, 2, 1, 16, 16, 3) and policy.predicted_frames.dtype == np.uint8
+    assert policy.policy_view(None).shape == (16, 32, 3)  # t+2 and t+4 side by side
+
+
+def test_bad_settings_are_named(store):
+    with pytest.raises(ValueError, match=r"future_offsets \(4, 8, 16\) run past the action chunk"):
+        build(store, horizon=12, future_offsets=(4, 8, 16))
+    with pytest.raises(ValueError, match="PAD predicts camera frames: it needs at least one camera"):
+        make_config("pad", "cpu", input_shapes={"observation.state": [4]}, action_dim=2).validate_inputs()
+    with pytest.raises(ValueError, match="not divisible by patch_size 6"):
+        build(store, patch_size=6)
+    policy = build(store).eval()
+    with pytest.raises(KeyError, match=f"missing '{IMAGE_KEY}'"):
+        policy.predict_action_chunk({"observation.state": torch.zeros(1, 1, 4), "task": ["a"]})
+
+
+def test_the_paper_preset_is_the_dit_xl_network():
+    config = make_config("pad", "paper", image_keys=(IMAGE_KEY,), action_dim=4,
+                         input_shapes={"observation.state": [4], IMAGE_KEY: [64, 64, 3]}, tasks=["a", "b"])  # fmt: skip
+    with torch.device("meta"):  # sizes only: no memory, no time
+        policy = get_policy_entry("pad").load()[0](config)
+    params = sum(p.numel() for p in policy.parameters())
+    assert len(policy.net.blocks) == 28 and policy.config.hidden_dim == 1152
+    assert 670e6 < params < 685e6  # the notes count 677.4M for PAD's XL/2
+    assert policy.net.grid == (16, 16)  # 256 image tokens, as XL/2 on 32x32 latents
+
+
+def video_store(path, tasks=("c",), with_state=False, camera=IMAGE_KEY):
+    """Action-free episodes: frames (and optionally the state), no actions."""
+    from visuomotor.datasets import EpisodeStore
+
+    store = EpisodeStore.create(path, fps=10)
+    rng = np.random.default_rng(5)
+    for task in tasks:
+        data = {camera: rng.integers(1, 256, (14, 16, 16, 3), dtype=np.uint8)}
+        if with_state:
+            data["observation.state"] = rng.normal(size=(14, 4)).astype(np.float32)
+        store.append_episode(data, task=task)
+    return path
+
+
+def test_video_windows_join_the_batch_with_their_action_loss_masked(store, tmp_path):
+    from visuomotor.video_data import mix_video, open_video
+
+    policy_config = build(store).config
+    video = open_video(policy_config, str(video_store(tmp_path / "v.zarr")), resume=False)
+    assert policy_config.tasks == ["a", "b", "c"] and video.state_keys == ("observation.state",)
+    robot = SequenceSampler(store, policy_config.window_spec()).sample(np.arange(3))
+    mixed = mix_video(robot, video.sampler.sample(np.arange(2)), video)
+    assert mixed["action_mask"].tolist() == [1, 1, 1, 0, 0]
+    assert mixed["task_index"][3:].tolist() == [2, 2]  # task "c" in the run's vocabulary
+    assert (mixed["action"][3:] == 0).all() and (mixed["observation.state"][3:] == 0).all()
+    assert mixed[IMAGE_KEY].shape == (5, 3, 16, 16, 3) and (mixed[IMAGE_KEY][3:] > 0).all()
+    with pytest.raises(ValueError, match=r"no camera 'observation\.images\.top'"):
+        open_video(
+            build(store).config,
+            str(video_store(tmp_path / "side.zarr", camera="observation.images.side")),
+            False,
+        )
+
+
+def test_training_with_video_data_and_its_bad_inputs(store, tmp_path):
+    from visuomotor.train import train
+
+    video = str(video_store(tmp_path / "v.zarr", with_state=True))
+    over = {k: str(v) for k, v in TINY.items()} | {
+        "future_offsets": "[2, 4]",
+        "image_keys": f'["{IMAGE_KEY}"]',
+    }
+    fast = {"steps": "2", "batch_size": "4", "video_data": video, "warmup_steps": "1"}
+    common = {"preset": "cpu", "progress": False, "train_overrides": fast}
+    summary = train("pad", store.path, tmp_path / "run", policy_overrides=over, **common)
+    assert summary["steps"] == 2
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["train_config"]["video_data"] == video and saved["policy_config"]["tasks"] == ["a", "b", "c"]
+    cameras = {"image_keys": f'["{IMAGE_KEY}"]'}
+    with pytest.raises(ValueError, match="a DiffusionConfig has nothing to learn from action-free video"):
+        train("diffusion", store.path, tmp_path / "dp", policy_overrides=cameras, **common)
+    with pytest.raises(ValueError, match="the store holds no actions"):
+        train("pad", video, tmp_path / "only_video", policy_overrides=over, **common)

@@ -385,6 +385,12 @@ def _open_data(
     store = EpisodeStore.open(data)
     if store.num_episodes == 0:
         raise InvalidInputError(f"{data}: the store has no episodes")
+    conversion = store.attrs.get("conversion") or {}
+    if conversion.get("complete") is False:
+        raise InvalidInputError(
+            f"{data}: its conversion from {conversion.get('source')} did not finish ({store.num_episodes} of "
+            f"{conversion.get('episodes')} episodes); run the same `visuomotor dataset convert` again to resume it"
+        )
     if "action" not in store.keys:
         raise InvalidInputError(
             f"{data}: the store holds no actions (action-free video?); train on a store with actions and "
@@ -563,6 +569,7 @@ def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor
     ckpt = save_training_checkpoint(
         run.dir.root, done, *policies, optimizer, scheduler, extra, tcfg.keep_checkpoints, rng_states
     )
+    _frame_pictures(run, done)
     if not want_eval:
         return
     report = _rollout(pretrained_model(ckpt), tcfg.eval_env or run.store.env_id, tcfg, run.store)
@@ -574,6 +581,30 @@ def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor
         point_link(run.dir.best, ckpt.name)
     # Record the evaluation in that checkpoint's state (a resumed run keeps best and history).
     update_training_state(ckpt, {"best": run.best, "history": run.history})
+
+
+def _frame_pictures(run: _Run, done: int, windows: int = 4) -> None:
+    """A policy that predicts frames (PAD): PSNR of its predictions on a few fixed windows (held-out
+    episodes when there is a validation split) into the history, and a PNG strip in pictures/."""
+    if not hasattr(run.ema_policy, "frame_predictions"):
+        return
+    from visuomotor.policies.pad.pictures import psnr, strip, write_strip
+
+    sampler = run.val_sampler or run.sampler
+    idx = np.linspace(0, len(sampler) - 1, windows).astype(np.int64)
+    sample = {k: torch.from_numpy(v).to(run.config.device) for k, v in sampler.sample(idx).items()}
+    out = run.ema_policy.eval().frame_predictions(sample, torch.Generator().manual_seed(run.tcfg.seed))
+    if out is None:
+        return
+    entry = {"step": done, "frame_psnr": psnr(out["real"], out["predicted"])}
+    entry["frame_psnr_copy_current"] = psnr(
+        out["real"], np.repeat(out["current"][:, None], out["real"].shape[1], 1)
+    )
+    run.history.append(entry)
+    write_strip(
+        run.dir.root / "pictures" / f"step_{done:07d}.png",
+        strip(out["current"], out["real"], out["predicted"]),
+    )
 
 
 def _finish(run: _Run, world: int, wall_s: float) -> dict[str, Any]:

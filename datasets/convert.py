@@ -1,19 +1,30 @@
-"""Converters into our zarr v3 episode store.
+"""Converters into our zarr v3 episode store, and out of it into a LeRobot dataset
+(architecture.md §Interop).
 
-Supported sources: Diffusion Policy ReplayBuffer stores (zarr v2: `data/<key>`, `meta/episode_ends`) and
-our own v3 stores (a re-chunked copy). Arrays are copied bit for bit, keys unchanged unless renamed.
+Sources: Diffusion Policy ReplayBuffer stores (zarr v2: `data/<key>`, `meta/episode_ends`) and our own
+v3 stores (a re-chunked copy; arrays bit for bit, keys unchanged unless renamed), LeRobot v3 datasets
+(`interop/lerobot.py`) and robomimic hdf5 files (`interop/robomimic.py`). Every reader hands over a
+`Source`; `interop/destination.py` writes it with the `conversion` marker that makes a killed conversion
+visible and resumable. `export` goes the other way: a store into a LeRobot dataset.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from visuomotor.datasets.interop.destination import unfinished_conversion, write_store
+from visuomotor.datasets.interop.source import Episode, Source
 from visuomotor.datasets.store import EpisodeStore, StoreError
-from visuomotor.errors import MissingPathError, PathExistsError
+from visuomotor.errors import InvalidInputError, MissingPathError, PathExistsError
 
 log = logging.getLogger(__name__)
+
+FORMATS = "Diffusion Policy zarr v2 stores, visuomotor zarr v3, LeRobot v3 datasets, robomimic hdf5"
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def detect_format(path: Path) -> str:
@@ -23,9 +34,13 @@ def detect_format(path: Path) -> str:
         return "zarr2"
     if path.is_dir() and (path / "zarr.json").exists():
         return "zarr3"
-    raise StoreError(
-        f"{path}: unrecognised source format; supported: Diffusion Policy zarr v2 stores, visuomotor zarr v3"
-    )
+    if path.is_dir() and (path / "meta" / "info.json").exists():
+        return "lerobot"
+    if path.is_file():
+        with path.open("rb") as f:
+            if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+                return "robomimic"
+    raise StoreError(f"{path}: unrecognised source format; supported: {FORMATS}")
 
 
 def convert(
@@ -34,14 +49,48 @@ def convert(
     rename: Mapping[str, str] | None = None,
     fps: int | None = None,
     env_ids: list[str] | None = None,
-):
-    """Convert `src` into a new v3 store at `dst`; returns the new store."""
+) -> EpisodeStore:
+    """Convert `src` into a new v3 store at `dst` (or finish an unfinished conversion of the same `src`
+    there); returns the complete store."""
     src, dst = Path(src), Path(dst)
     fmt = detect_format(src)
-    if dst.exists():
+    if os.path.lexists(dst) and unfinished_conversion(dst) is None:
+        # Checked here too, before a source is opened (LeRobot takes seconds to import).
         raise PathExistsError(f"{dst} already exists; choose a new destination")
+    with _open_source(src, fmt, dict(rename or {}), fps, list(env_ids or [])) as source:
+        return write_store(dst, source)
+
+
+def export(src: str | Path, dst: str | Path, to: str = "lerobot", repo_id: str | None = None) -> Path:
+    """Write the store `src` as a new dataset of format `to` (only "lerobot" so far) at `dst`."""
+    if to != "lerobot":
+        raise InvalidInputError(f"cannot export to '{to}'; supported: lerobot")
+    from visuomotor.datasets.interop.lerobot_export import export_lerobot
+
+    return export_lerobot(src, dst, repo_id=repo_id)
+
+
+def _open_source(
+    src: Path, fmt: str, rename: dict[str, str], fps: int | None, env_ids: list[str]
+) -> AbstractContextManager[Source]:
+    if fmt in ("zarr2", "zarr3"):
+        return _open_zarr(src, fmt, rename, fps, env_ids)
+    if rename or env_ids:
+        raise InvalidInputError(f"{src}: --rename and --env-id apply to zarr stores, not to a {fmt} source")
+    if fmt == "lerobot":
+        from visuomotor.datasets.interop.lerobot import open_lerobot
+
+        return open_lerobot(src, fps)
+    from visuomotor.datasets.interop.robomimic import open_robomimic
+
+    return open_robomimic(src, fps)
+
+
+@contextmanager
+def _open_zarr(
+    src: Path, fmt: str, rename: dict[str, str], fps: int | None, env_ids: list[str]
+) -> Iterator[Source]:
     source = EpisodeStore.open(src, mode="r")
-    rename = dict(rename or {})
     unknown = sorted(set(rename) - set(source.keys))
     if unknown:
         raise StoreError(f"{src}: cannot rename {unknown}: not in the store (keys: {source.keys})")
@@ -57,25 +106,20 @@ def convert(
                 f"{src}: no episodes of {missing}; its episodes come from {sorted(map(str, have))}"
             )
         episodes = [i for i in episodes if source.episode_meta(i).get("env_id") in env_ids]
-    out = EpisodeStore.create(
-        dst,
+
+    def read(j: int) -> Episode:
+        i = episodes[j]
+        data = {rename.get(k, k): v for k, v in source.episode(i).items()}
+        return Episode(data, task=source.task(i), meta=source.episode_meta(i))
+
+    yield Source(
+        path=src,
+        format=fmt,
+        num_episodes=len(episodes),
         fps=fps or round(source.fps),
+        read=read,
         env_id=",".join(env_ids) if env_ids else source.env_id,
         action_space=source.attrs.get("action_space") or {},
         attrs=attrs,
+        options={"rename": rename, "env_ids": env_ids},
     )
-    try:
-        for i in episodes:
-            episode = source.episode(i)
-            out.append_episode(
-                {rename.get(k, k): v for k, v in episode.items()},
-                task=source.task(i),
-                meta=source.episode_meta(i),
-            )
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(dst, ignore_errors=True)
-        raise
-    log.info("converted %s (%s, %d episodes) -> %s", src, fmt, out.num_episodes, dst)
-    return out

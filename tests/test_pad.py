@@ -124,10 +124,13 @@ def test_the_ablation_has_no_image_branch(store):
 
 def test_predicted_frames_come_out_as_images_for_videos(store):
     policy = build(store).eval()
+    assert (policy.policy_view(None) == 128).all() and policy.policy_view(None).shape == (16, 32, 3)
     data = batch(policy, store, [0])
     policy.predict_action_chunk({k: data[k][:, :1] for k in KEYS} | {"task": ["a"]})
     assert policy.predicted_frames.shape == (1, 2, 1, 16, 16, 3) and policy.predicted_frames.dtype == np.uint8
     assert policy.policy_view(None).shape == (16, 32, 3)  # t+2 and t+4 side by side
+    policy.reset()  # a new episode: no prediction yet
+    assert policy.predicted_frames is None
 
 
 def test_bad_settings_are_named(store):
@@ -199,6 +202,10 @@ def test_training_with_video_data_and_its_bad_inputs(store, tmp_path):
     common = {"preset": "cpu", "progress": False, "train_overrides": fast}
     summary = train("pad", store.path, tmp_path / "run", policy_overrides=over, **common)
     assert summary["steps"] == 2
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    psnr = [m for m in metrics if "frame_psnr" in m]  # predicted vs real future frames, at the checkpoint
+    assert len(psnr) == 1 and 0 < psnr[0]["frame_psnr"] < 60
+    assert len(list((tmp_path / "run" / "pictures").glob("step_*.png"))) == 1
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["train_config"]["video_data"] == video and saved["policy_config"]["tasks"] == ["a", "b", "c"]
     cameras = {"image_keys": f'["{IMAGE_KEY}"]'}

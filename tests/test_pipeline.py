@@ -95,6 +95,10 @@ def test_deploy_on_a_simulated_robot_records_what_it_sent(tmp_path, store, capsy
     assert main([*deploy, "--record", str(tmp_path / "rec.zarr"), "--json", str(tmp_path / "d.json")]) == 0
     summary = json.loads((tmp_path / "d.json").read_text())
     assert summary["episodes"] == 1 and summary["per_episode"][0]["ticks"] == 8
+    from visuomotor.eval.compare import load_episodes
+    from visuomotor.eval.rollout import EVAL_SEED_BASE
+
+    assert load_episodes(tmp_path / "d.json").keys() == {(ENV, EVAL_SEED_BASE)}  # pairs with eval's episodes
     rec = EpisodeStore.open(tmp_path / "rec.zarr")
     assert rec.num_episodes == 1 and rec.episode_lengths.tolist() == [8]
     episode = rec.episode(0)

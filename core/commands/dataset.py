@@ -24,9 +24,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="OUT",
         help="write a new store OUT without the damaged episodes (the original is kept)",
     )
-    conv = sub.add_parser("convert", help="convert SRC into a new zarr v3 store DST (arrays bit-identical)")
+    conv = sub.add_parser(
+        "convert",
+        help="convert SRC (a Diffusion Policy zarr store, a LeRobot v3 dataset, a robomimic hdf5) into a new "
+        "zarr v3 store DST, or a store into a LeRobot dataset (--to lerobot); re-run to resume a killed one",
+    )
     conv.add_argument("src")
     conv.add_argument("dst")
+    conv.add_argument(
+        "--to", choices=("store", "lerobot"), default="store", help="what DST becomes (default: store)"
+    )
+    conv.add_argument("--repo-id", metavar="NAME", help="the LeRobot dataset's repo id (with --to lerobot)")
+    conv.add_argument("--fps", type=int, help="the result's frame rate (default: the source's)")
     conv.add_argument("--rename", action="append", default=[], metavar="OLD=NEW", help="rename a key")
     conv.add_argument(
         "--env-id", action="append", default=[], metavar="ID", help="keep only episodes recorded in this env"
@@ -50,6 +59,12 @@ def _format_info(info: dict) -> str:
     width = max((len(k) for k in info["keys"]), default=0)
     for key, meta in info["keys"].items():
         lines.append(f"  {key:<{width}}  {meta['dtype']:<8} {tuple(meta['shape'])}")
+    conversion = info["attrs"].get("conversion")
+    if isinstance(conversion, dict) and conversion.get("complete") is False:
+        lines.append(
+            f"conversion INCOMPLETE from {conversion.get('source')}: re-run `visuomotor dataset convert` "
+            "with the same arguments to finish it"
+        )
     lines.append(f"tasks      {len(info['tasks'])}")
     lines += [f"  {t!r}" for t in info["tasks"][:20]]
     if len(info["tasks"]) > 20:
@@ -71,21 +86,39 @@ def run(args: argparse.Namespace) -> int:
     elif args.action == "verify":
         return _verify(EpisodeStore.open(args.path), args.repair)
     elif args.action == "convert":
-        from visuomotor.datasets.convert import convert
-
-        rename = {}
-        for item in args.rename:
-            old, sep, new = item.partition("=")
-            if not sep or not old or not new:
-                raise InvalidInputError(f"--rename expects OLD=NEW, got {item!r}")
-            rename[old] = new
-        out = convert(args.src, args.dst, rename=rename, env_ids=args.env_id or None)
-        print(f"wrote {out.path}: {out.num_episodes} episodes, {out.num_frames} frames")
+        return _convert(args)
     elif args.action == "stats":
         from visuomotor.datasets.stats import compute_stats
 
         store = EpisodeStore.open(args.path, mode="a")
         print(json.dumps(compute_stats(store, args.keys), indent=2))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from visuomotor.datasets import EpisodeStore
+    from visuomotor.datasets.convert import convert, export
+
+    if args.to == "lerobot":
+        extra = [
+            f for f, v in (("--rename", args.rename), ("--env-id", args.env_id), ("--fps", args.fps)) if v
+        ]
+        if extra:
+            raise InvalidInputError(f"{', '.join(extra)} cannot be used with --to lerobot")
+        out = export(args.src, args.dst, to="lerobot", repo_id=args.repo_id)
+        store = EpisodeStore.open(args.src)
+        print(f"wrote {out}: LeRobot dataset, {store.num_episodes} episodes, {store.num_frames} frames")
+        return 0
+    if args.repo_id:
+        raise InvalidInputError("--repo-id names a LeRobot dataset: use it with --to lerobot")
+    rename = {}
+    for item in args.rename:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise InvalidInputError(f"--rename expects OLD=NEW, got {item!r}")
+        rename[old] = new
+    store = convert(args.src, args.dst, rename=rename, fps=args.fps, env_ids=args.env_id or None)
+    print(f"wrote {store.path}: {store.num_episodes} episodes, {store.num_frames} frames")
     return 0
 
 

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         worker = PolicyWorker(source["chunk_fn"])
 
         def keep(index: int, log: Any) -> None:
-            episodes.append(_episode_summary(robot, log, index))
+            episodes.append(_episode_summary(robot, log, index, EVAL_SEED_BASE))
             if args.record:
                 meta = {
                     "success": bool(getattr(robot, "success", False)),
@@ -166,10 +166,14 @@ def stop_on_interrupt(controls: Any) -> Any:
     return controls
 
 
-def _episode_summary(robot: Any, log: Any, index: int) -> dict[str, Any]:
+def _episode_summary(robot: Any, log: Any, index: int, first_seed: int) -> dict[str, Any]:
+    """One episode's figures; a simulated robot's name its env and seed, as `eval --json` does, so
+    `visuomotor compare` pairs a deployment with an evaluation seed by seed."""
     periods = sorted(log.periods) or [0.0]
+    where = {"env_id": robot.env_id, "seed": first_seed + index} if hasattr(robot, "start_episode") else {}
     return {
         "episode": index,
+        **where,
         "success": bool(getattr(robot, "success", False)),
         "ticks": len(log.actions),
         "holds": log.holds,
@@ -193,4 +197,5 @@ def _summary(
         "safety": safety,
         "policy_failures": failures,
         "per_episode": episodes,
+        "episode_results": [e for e in episodes if "seed" in e],  # for visuomotor compare
     }

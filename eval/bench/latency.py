@@ -2,8 +2,10 @@
 
 Every registered policy is built from its `cpu` preset for a state-based Metaworld MT10 policy (39-d
 state, 4-d action, 10 tasks; 2 observation steps, horizon 16); the `_image` variants add one 64x64 camera
-(the shape of the image benchmark: 4-d proprio state plus the camera). Diffusion Policy is measured with DDPM-100 and DDIM-10 sampling; CARP with greedy decoding
-(4 KV-cached transformer passes plus the tokenizer's decoder). All variants run in one
+(the shape of the image benchmark: 4-d proprio state plus the camera). Diffusion Policy is measured
+with DDPM-100 and DDIM-10 sampling; CARP with greedy decoding (4 KV-cached transformer passes plus the
+tokenizer's decoder); PAD (images only, horizon 12) with DDIM-10 over its DiT, which denoises the three
+future frames with the chunk. All variants run in one
 process, interleaved round by round, so machine noise hits them alike; the median over rounds is reported.
 """
 
@@ -29,6 +31,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {  # name -> (policy, ov
     "carp": ("carp", {}, False),
     "diffusion_ddim10_image": ("diffusion", {"sampler": "ddim", "num_inference_steps": 10}, True),
     "carp_image": ("carp", {}, True),
+    "pad_image": ("pad", {}, True),
 }
 
 

@@ -57,7 +57,13 @@ def variants() -> list[tuple[str, str, bool]]:
     """(policy, preset, from images) for every registered policy and both presets."""
     from visuomotor.policies import REGISTRY
 
-    return [(p, preset, image) for p in REGISTRY for preset in ("cpu", "paper") for image in (False, True)]
+    return [
+        (p, preset, image)
+        for p, entry in REGISTRY.items()
+        for preset in ("cpu", "paper")
+        for image in (False, True)
+        if image or not entry.needs_cameras  # PAD predicts frames: images only
+    ]
 
 
 def _overrides(policy: str, image: bool, timed: int, warmup: int) -> tuple[dict[str, str], dict[str, str]]:

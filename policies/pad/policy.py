@@ -65,7 +65,8 @@ class PadPolicy(Policy):
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)
         self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)
         self.predicted_frames: np.ndarray | None = None
-        """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk`."""
+        """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk` of the
+        episode (None until then)."""
 
     # ------------------------------------------------------------------ inputs
     def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:
@@ -172,9 +173,38 @@ class PadPolicy(Policy):
         x = future.reshape(B, k, len(self.config.image_keys), -1, H, W).permute(0, 1, 2, 4, 5, 3)
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
+    @torch.no_grad()
+    def frame_predictions(
+        self, windows: dict[str, Any], generator: torch.Generator
+    ) -> dict[str, np.ndarray] | None:
+        """For training windows (which hold the future frames): the current frame, the real and the
+        predicted futures, uint8, first camera: current (B, H, W, 3), real and predicted (B, k, H, W, 3).
+        None for the ablation."""
+        c = self.config
+        if not c.predict_images:
+            return None
+        self.predict_action_chunk(windows, generator=generator)
+        assert self.predicted_frames is not None
+        frames = np.asarray(windows[c.image_keys[0]])  # (B, To + k, H, W, 3)
+        To = c.n_obs_steps
+        return {
+            "current": frames[:, To - 1],
+            "real": frames[:, To:],
+            "predicted": self.predicted_frames[:, :, 0],
+        }
+
+    def reset(self) -> None:
+        super().reset()
+        self.predicted_frames = None
+
     def policy_view(self, obs: Any) -> np.ndarray | None:
         """For videos: the frames the last prediction expects at t + each offset (first camera), side by
-        side; None before the first prediction or for the ablation."""
-        if self.predicted_frames is None:
+        side; grey before an episode's first prediction (a video's frames keep one size); None for the
+        ablation, which predicts no frames."""
+        c = self.config
+        if not c.predict_images:
             return None
+        if self.predicted_frames is None:
+            h, w, _ = c.input_shapes[c.image_keys[0]]
+            return np.full((h, w * len(c.future_offsets), 3), 128, np.uint8)
         return np.concatenate(list(self.predicted_frames[0, :, 0]), axis=1)

@@ -104,6 +104,9 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         return float(value)
     if tp in (int, str, bool) and isinstance(value, str) and tp is not str:
         return parse_value(value, tp, name)
+    expected = {float: (float,), int: (int,), bool: (bool,), str: (str,)}.get(tp)
+    if expected is not None and (not isinstance(value, expected) or (tp is int and isinstance(value, bool))):
+        raise InvalidInputError(f"{name}: expected {tp.__name__}, got {value!r:.80}")
     return value
 
 
@@ -129,7 +132,11 @@ def from_dict[T](cls: type[T], data: dict[str, Any], where: str = "config") -> T
     unknown = sorted(set(data) - set(types_))
     if unknown:
         raise InvalidInputError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
-    return cls(**{k: coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()})
+    values = {k: coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a value of the right type that __post_init__ cannot compare or combine
+        raise InvalidInputError(f"{where}: {exc}") from exc
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

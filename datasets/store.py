@@ -81,6 +81,20 @@ def _check_key_dtype(key: str, dtype: np.dtype, where: str) -> None:
         raise StoreError(f"{where}: array '{key}' must be floating point, got {dtype}")
 
 
+def _check_array_metadata(path: Path) -> None:
+    """Every array folder under data/ and meta/ has its zarr.json: without it zarr would quietly list
+    one array fewer (a store whose actions vanished would read as a store without actions)."""
+    for group in ("data", "meta"):
+        folder = path / group
+        if not folder.is_dir():
+            continue
+        for sub in sorted(folder.iterdir()):
+            if sub.is_dir() and not (sub / "zarr.json").exists() and not (sub / ".zarray").exists():
+                raise StoreError(
+                    f"{path}: array '{group}/{sub.name}' has lost its metadata ({sub}/zarr.json)"
+                )
+
+
 class EpisodeStore:
     """An episode store on disk. Create with `create`, open with `open`; see the module docstring."""
 
@@ -172,9 +186,21 @@ class EpisodeStore:
                 f"{path}: zarr v{root.metadata.zarr_format} stores open read-only; "
                 "convert it with `visuomotor dataset convert SRC DST`"
             )
-        store = cls(root, path, mode)
-        if mode == "a":
-            store._drop_uncommitted()
+        _check_array_metadata(path)
+        try:
+            store = cls(root, path, mode)
+            unread = sorted(
+                p.name for p in (path / "data").iterdir() if p.is_dir() and p.name not in store._arrays
+            )
+            if unread:  # zarr skips (with a warning) an array whose zarr.json it cannot make sense of
+                raise StoreError(f"{path}: array 'data/{unread[0]}' has damaged metadata (its zarr.json)")
+            if mode == "a":
+                store._drop_uncommitted()
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if isinstance(exc, StoreError):
+                raise
+            # zarr parses each array's zarr.json here; a damaged one is the store's damage, not a bug.
+            raise StoreError(f"{path}: damaged metadata: {type(exc).__name__}: {exc}") from exc
         return store
 
     # ------------------------------------------------------------------ validation

@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "visuomotor.eval.bench.train",
     "server": "visuomotor.eval.bench.server",
     "deploy": "visuomotor.eval.bench.deploy",
+    "fuzz": "visuomotor.eval.bench.fuzz",
 }
 
 

@@ -12,6 +12,9 @@ from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
 from visuomotor.errors import InvalidInputError
 
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+"""Noise schedules of diffusers' DDPM/DDIM schedulers that the diffusion policies accept."""
+
 
 @dataclass
 class PolicyConfig:

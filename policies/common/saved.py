@@ -111,11 +111,18 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         raise MissingPathError(f"{directory}: checkpoint has no {WEIGHTS_NAME}")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise InvalidInputError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    for name in ("policy", "config"):
-        if name not in meta:
-            raise InvalidInputError(f"{path}: missing field '{name}'")
+    for name, kind in (("policy", str), ("config", dict)):
+        if not isinstance(meta.get(name), kind):
+            raise InvalidInputError(
+                f"{path}: field '{name}' must be a {kind.__name__}, got {meta.get(name)!r:.80}"
+            )
+    for name, kind in (("weights_sha256", str), ("dataset", dict)):
+        if meta.get(name) is not None and not isinstance(meta[name], kind):
+            raise InvalidInputError(
+                f"{path}: field '{name}' must be a {kind.__name__}, got {meta[name]!r:.80}"
+            )
     return meta

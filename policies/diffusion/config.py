@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from visuomotor.errors import InvalidInputError
-from visuomotor.policies.common.config import PolicyConfig
+from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig
 
 
 @dataclass
@@ -43,6 +43,10 @@ class DiffusionConfig(PolicyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.down_dims = tuple(self.down_dims)
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise InvalidInputError(
+                f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}"
+            )
         if self.sampler not in ("ddpm", "ddim"):
             raise InvalidInputError(f"sampler must be ddpm or ddim, got {self.sampler!r}")
         if self.prediction_type not in ("epsilon", "sample"):

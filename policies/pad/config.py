@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.errors import InvalidInputError
-from visuomotor.policies.common.config import PolicyConfig
+from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig
 
 
 @dataclass
@@ -31,6 +31,11 @@ class PadConfig(PolicyConfig):
     hidden_dim: int = 256
     depth: int = 6
     num_heads: int = 4
+    image_prediction: str = "sample"
+    """What the image branch predicts: sample (the clean future frames) or epsilon (their noise, as PAD on
+    SD-VAE latents). On pixels with 8x8 patches a token would have to emit 192 noise values per channel
+    of its patch from a few hundred features, which it cannot (measured: the frame loss stalled at 0.7
+    and sampled frames stayed noise); the clean frames are smooth enough to predict."""
     image_loss_weight: float = 1.0
     action_loss_weight: float = 1.0
     """PAD's code weighs both 1 (the paper ramps the action weight to 2 over 100k steps)."""
@@ -52,6 +57,14 @@ class PadConfig(PolicyConfig):
                 f"future_offsets {self.future_offsets} run past the action chunk: horizon {self.horizon} with "
                 f"n_obs_steps {self.n_obs_steps} predicts actions up to t+{chunk_end}; the last future frame "
                 f"may be at most t+{chunk_end + 1} (raise horizon or lower the offsets)"
+            )
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise InvalidInputError(
+                f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}"
+            )
+        if self.image_prediction not in ("sample", "epsilon"):
+            raise InvalidInputError(
+                f"image_prediction must be sample or epsilon, got {self.image_prediction!r}"
             )
         if self.action_tokens not in ("one", "per_step"):
             raise InvalidInputError(f"action_tokens must be one or per_step, got {self.action_tokens!r}")
@@ -123,6 +136,7 @@ PRESETS: dict[str, dict] = {
         "crop_ratio": 1.0,
         "num_train_timesteps": 1000,
         "beta_schedule": "linear",
+        "image_prediction": "epsilon",
         "num_inference_steps": 75,
     },
 }

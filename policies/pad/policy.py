@@ -3,14 +3,15 @@ architecture.md §PAD).
 
 Training: the frames at t + `future_offsets` of every camera and the action chunk are noised with one
 shared timestep; the DiT sees the noisy futures stacked on channels with the clean current frame (one
-token per patch) and the noisy chunk with the current proprio state (action tokens), and predicts both
-noises. Inference denoises both from Gaussian noise with DDIM; the actions are executed, the predicted
+token per patch) and the noisy chunk with the current proprio state (action tokens), and predicts the
+chunk's noise and the future frames (or their noise: `image_prediction`). Inference denoises both from Gaussian noise with DDIM; the actions are executed, the predicted
 frames are kept for pictures (`policy_view`, `predicted_frames`).
 
 Deviations from the paper (the notes' CPU plan): pixels in [-1, 1] instead of SD-VAE latents (no
 pretrained weights can be downloaded here), a small DiT trained from scratch, a learned task embedding
 instead of CLIP text features, epsilon-MSE with fixed variance instead of the learned-variance hybrid
-loss, and actions that are the env's action chunk (comparable with Diffusion Policy and CARP in the same
+loss, the clean frames as the image branch's target on pixels (`image_prediction`), and actions that
+are the env's action chunk (comparable with Diffusion Policy and CARP in the same
 evaluator) instead of future end-effector poses followed by a motion planner.
 """
 
@@ -62,8 +63,9 @@ class PadPolicy(Policy):
         )
         self.task_embed = nn.Embedding(len(c.tasks), c.hidden_dim) if c.use_tasks else None
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
-        self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)
-        self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)
+        self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
+        self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)  # actions: epsilon
+        self.image_scheduler = DDIMScheduler(**schedule, clip_sample=True, prediction_type=c.image_prediction)
         self.predicted_frames: np.ndarray | None = None
         """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk` of the
         episode (None until then)."""
@@ -109,7 +111,8 @@ class PadPolicy(Policy):
         return torch.cat([noisy, state[:, None].expand(-1, noisy.shape[1], -1)], dim=2)
 
     def denoise(self, future: Tensor | None, current: Tensor, actions: Tensor, state: Tensor, t: Tensor, cond: Tensor) -> tuple[Tensor | None, Tensor]:  # fmt: skip
-        """One network pass: noise predicted for the future frames and for the chunk (B, H, A)."""
+        """One network pass: the future frames' prediction (`image_prediction`: the frames or their noise)
+        and the noise predicted for the chunk (B, H, A)."""
         images = current if future is None else torch.cat([future, current], dim=1)
         eps_images, eps_actions = self.net(images, self.action_tokens(actions, state), t, cond)
         return eps_images, eps_actions.reshape(actions.shape)
@@ -137,7 +140,8 @@ class PadPolicy(Policy):
         logs = {"action_loss": action_loss.item()}
         loss = c.action_loss_weight * action_loss
         if eps_future is not None and noise_future is not None:
-            image_loss = F.mse_loss(eps_future, noise_future)
+            target = noise_future if c.image_prediction == "epsilon" else future
+            image_loss = F.mse_loss(eps_future, target)
             loss = loss + c.image_loss_weight * image_loss
             logs["image_loss"] = image_loss.item()
         logs["loss"] = loss.item()
@@ -158,12 +162,13 @@ class PadPolicy(Policy):
             else None
         )
         self.infer_scheduler.set_timesteps(c.num_inference_steps)
+        self.image_scheduler.set_timesteps(c.num_inference_steps)
         for t in self.infer_scheduler.timesteps:
             step = t.expand(B).to(self.device)
             eps_future, eps_actions = self.denoise(future, current, actions, state, step, cond)
             actions = self.infer_scheduler.step(eps_actions, t, actions).prev_sample
             if future is not None and eps_future is not None:
-                future = self.infer_scheduler.step(eps_future, t, future).prev_sample
+                future = self.image_scheduler.step(eps_future, t, future).prev_sample
         self.predicted_frames = None if future is None else self._to_uint8(future, k)
         return self.normalizer.unnormalize("action", actions)
 

@@ -1,0 +1,74 @@
+"""Damaged metadata meets a named error, never a raw traceback or a quietly different store or policy
+(the cases `visuomotor bench fuzz` found: architecture.md §Store, §Training runs and checkpoints)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fixtures import make_store
+
+from visuomotor.datasets import EpisodeStore
+from visuomotor.datasets.store import StoreError
+from visuomotor.policies import get_policy_entry, inspect_checkpoint, load_policy, make_config
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    make_store(tmp_path / "s.zarr", episodes=2)
+    return tmp_path / "s.zarr"
+
+
+def test_an_array_that_lost_its_metadata_is_named_not_dropped(store_path):
+    (store_path / "data" / "action" / "zarr.json").unlink()
+    with pytest.raises(StoreError, match=r"array 'data/action' has lost its metadata"):
+        EpisodeStore.open(store_path)
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe garbage", b'{"zarr_format": 3, "node_type": "array"}', b""])
+def test_garbled_array_metadata_is_a_store_error(store_path, damage):
+    (store_path / "data" / "observation.state" / "zarr.json").write_bytes(damage)
+    with pytest.raises(StoreError, match=r"damaged metadata|cannot open"):
+        EpisodeStore.open(store_path)
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    config = make_config("diffusion", "cpu", input_shapes={"observation.state": [4]}, action_dim=2,
+                         down_dims=(16, 32), horizon=8, n_action_steps=4)  # fmt: skip
+    get_policy_entry("diffusion").load()[0](config).save_pretrained(tmp_path / "c")
+    return tmp_path / "c"
+
+
+def edit_config(path, **fields):
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"].update(fields)
+    (path / "config.json").write_text(json.dumps(meta))
+
+
+def test_a_config_json_that_is_not_text_is_named(checkpoint):
+    (checkpoint / "config.json").write_bytes(b'{"policy": "\xff\xfe"}')
+    with pytest.raises(ValueError, match=r"config\.json: invalid JSON"):
+        inspect_checkpoint(checkpoint)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"horizon": [8]}, r"config\.horizon: expected int, got \[8\]"),
+        ({"crop_ratio": "0.9"}, r"config\.crop_ratio: expected float"),
+        ({"clip_sample": 1}, r"config\.clip_sample: expected bool"),
+        ({"beta_schedule": ""}, "beta_schedule must be one of"),
+    ],
+)
+def test_config_values_of_the_wrong_type_or_unknown_to_the_schedulers_are_named(checkpoint, fields, match):
+    edit_config(checkpoint, **fields)
+    with pytest.raises(ValueError, match=match):
+        load_policy(checkpoint)
+
+
+def test_checkpoint_fields_of_the_wrong_kind_are_named(checkpoint):
+    meta = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps(meta | {"policy": ["diffusion"]}))
+    with pytest.raises(ValueError, match="field 'policy' must be a str"):
+        inspect_checkpoint(checkpoint)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("visuomotor.commands.deploy", "run a trained policy on a robot (or a simulated one), safely"),
     "record": ("visuomotor.commands.record", "record demonstrations on a robot from a teleoperator"),
     "serve": ("visuomotor.commands.serve", "serve a trained policy for remote inference (WebSocket)"),
+    "export": ("visuomotor.commands.export", "export a checkpoint with a model card, for the Hub"),
     "bench": ("visuomotor.commands.bench", "run a benchmark and write its figures as JSON"),
     "demo": ("visuomotor.commands.demo", "run the end-to-end quickstart on a small default"),
 }

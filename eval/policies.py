@@ -13,7 +13,9 @@ Reference policies (registry `REFERENCE_POLICIES`, name -> factory taking the en
 A policy is described to the worker processes by a picklable `PolicySpec` and built there, next to the
 env, because a policy may need the env (the scripted expert does) and weights should not be pickled.
 The parent checks a checkpoint first with `visuomotor.policies.inspect_checkpoint`, the same function
-each worker's `load_policy` reads it with.
+each worker's `load_policy` reads it with. A LeRobot-trained checkpoint (`PolicySpec(lerobot=DIR)`) runs
+through LeRobot's own policy API (`eval/lerobot_policy.py`), checked the same way in the parent and in
+each worker (`eval/lerobot_checkpoint.py`).
 """
 
 from __future__ import annotations
@@ -103,20 +105,25 @@ REFERENCE_POLICIES: dict[str, PolicyFactory] = {
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """Picklable recipe for a policy, built inside each worker: a reference policy name or a checkpoint."""
+    """Picklable recipe for a policy, built inside each worker: a reference policy name, a checkpoint or
+    a LeRobot checkpoint."""
 
     name: str | None = None
     """A key of `REFERENCE_POLICIES`."""
     checkpoint: str | None = None
     """A directory written by `Policy.save_pretrained` (config.json + model.safetensors)."""
     overrides: tuple[tuple[str, str], ...] = ()
-    """(field, value) pairs for the checkpoint's inference-time config fields (`INFERENCE_FIELDS`),
-    e.g. ("n_action_steps", "3")."""
+    """(field, value) pairs for the checkpoint's inference-time config fields (`INFERENCE_FIELDS`; for a
+    LeRobot checkpoint `lerobot_checkpoint.INFERENCE_FIELDS`), e.g. ("n_action_steps", "3")."""
+    lerobot: str | None = None
+    """A directory written by LeRobot's `PreTrainedPolicy.save_pretrained` and its processors'."""
 
     def __post_init__(self) -> None:
-        if (self.name is None) == (self.checkpoint is None):
-            raise InvalidInputError("give exactly one of a reference policy name or a checkpoint directory")
-        if self.overrides and self.checkpoint is None:
+        if sum(x is not None for x in (self.name, self.checkpoint, self.lerobot)) != 1:
+            raise InvalidInputError(
+                "give exactly one of a reference policy name, a checkpoint or a LeRobot checkpoint directory"
+            )
+        if self.overrides and self.name is not None:
             raise InvalidInputError(
                 "config overrides (n_action_steps included) apply to a trained policy's checkpoint, "
                 "not a reference policy"
@@ -130,15 +137,20 @@ class PolicySpec:
     def label(self) -> str:
         if self.name is not None:
             return self.name
+        where = str(self.checkpoint) if self.lerobot is None else f"lerobot:{self.lerobot}"
         if self.overrides:
-            return f"{self.checkpoint} ({', '.join(f'{k}={v}' for k, v in self.overrides)})"
-        return str(self.checkpoint)
+            return f"{where} ({', '.join(f'{k}={v}' for k, v in self.overrides)})"
+        return where
 
 
 def build_policy(spec: PolicySpec, env: Any, sim: Any) -> RolloutPolicy:
     """Build the policy a spec describes (called in the worker, once per task's env)."""
     if spec.name is not None:
         return REFERENCE_POLICIES[spec.name](env, sim)
+    if spec.lerobot is not None:
+        from visuomotor.eval.lerobot_policy import load_lerobot_policy
+
+        return load_lerobot_policy(spec.lerobot, env, dict(spec.overrides))
     from visuomotor.policies import load_policy
 
     # CPU workers; a loaded policy is already in eval mode.

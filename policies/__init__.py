@@ -48,6 +48,7 @@ REGISTRY: dict[str, PolicyEntry] = {
     "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
     "carp": PolicyEntry("visuomotor.policies.carp", "CarpPolicy", "CarpConfig"),
     "pad": PolicyEntry("visuomotor.policies.pad", "PadPolicy", "PadConfig", needs_cameras=True),
+    "expo": PolicyEntry("visuomotor.policies.expo", "ExpoPolicy", "ExpoConfig"),
 }
 
 

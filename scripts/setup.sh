@@ -73,5 +73,8 @@ fi
 UV=(uv)
 command -v uv >/dev/null 2>&1 || UV=("$PYTHON" -m uv)
 # A .venv of another Python (an older visuomotor used 3.11) is replaced by uv, not patched.
-"${UV[@]}" sync --frozen --extra dev --python "$PYTHON"
+# Bytecode compiled once here: where PYTHONDONTWRITEBYTECODE is set, every process (test workers, eval
+# workers, CLI subprocesses) would otherwise recompile torch's and LeRobot's sources on import (~25 s
+# of CPU each, measured). Already compiled files are skipped on later runs.
+"${UV[@]}" sync --frozen --extra dev --compile-bytecode --python "$PYTHON"
 echo "setup: done with $("$PYTHON" --version) (.venv ready; run commands with .venv/bin/visuomotor ...)"

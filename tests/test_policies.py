@@ -27,6 +27,8 @@ CASES = [
 ]
 STATE_POLICIES = sorted(name for name, entry in REGISTRY.items() if not entry.needs_cameras)
 """Policies that run from low-dim state alone: the generic tests below use state-only fixtures."""
+CHUNKING_POLICIES = [n for n in STATE_POLICIES if make_config(n, "cpu").horizon == 16]
+"""The state policies whose cpu preset predicts chunks of 16 (To 2): EXPO acts one action at a time."""
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,7 @@ def test_temporal_ensembling_averages_what_the_last_chunks_predicted_for_this_st
         load_policy(tmp_path / "c", overrides={"temporal_ensemble": "nan"})
 
 
-@pytest.mark.parametrize("name", STATE_POLICIES)
+@pytest.mark.parametrize("name", CHUNKING_POLICIES)
 def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store, name):
     from visuomotor.eval.policies import PolicySpec, build_policy
     from visuomotor.policies import inspect_checkpoint
@@ -185,6 +187,7 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
 INFERENCE_CHANGES = {
     "diffusion": {"sampler": "ddpm", "num_inference_steps": "20"},
     "carp": {"top_k": "5"},
+    "expo": {"sampler": "ddim"},
 }
 
 
@@ -543,8 +546,9 @@ LEARN = {  # small enough to learn the fixture's 3 demonstrations in a few hundr
              "heads": 2, "tokenizer_steps": 150},
     "pad": {"hidden_dim": 64, "depth": 2, "num_heads": 2, "horizon": 8, "n_action_steps": 4, "future_offsets": (4, 8),
             "shift_pad": 0},
+    "expo": {"hidden_dim": 64, "num_blocks": 1, "block_expansion": 2, "time_dim": 16, "action_norm": "min_max"},
 }  # fmt: skip
-LEARN_STEPS = {"diffusion": 200, "carp": 350, "pad": 300}
+LEARN_STEPS = {"diffusion": 200, "carp": 350, "pad": 300, "expo": 300}
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -6,6 +6,10 @@ every task (border green = success, red = failure) and a PNG bar plot of per-tas
 Evaluation seeds are 1_000_000 + seed offset + episode index, disjoint from collection seeds (0, 1, ...).
 
     visuomotor eval --policy scripted --env metaworld/reach-v3 --episodes 20 --json out.json --video vids/
+
+A LeRobot-trained policy (`--lerobot-checkpoint DIR`, a directory LeRobot's `save_pretrained` wrote with
+its processors) runs through LeRobot's own API on the same seeds, so the two toolkits compare in one
+evaluator; its inputs and action size must match the env's (our keys are LeRobot's).
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a built-in reference policy (scripted expert / random)",
     )
     which.add_argument("--checkpoint", metavar="DIR", help="a trained policy's checkpoint directory")
+    which.add_argument(
+        "--lerobot-checkpoint",
+        metavar="DIR",
+        help="a LeRobot-trained policy (act, diffusion): config.json, model.safetensors and its processors",
+    )
     parser.add_argument(
         "--env", required=True, help="env id or task set, e.g. metaworld/pick-place-v3, metaworld/MT10"
     )
@@ -69,27 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from visuomotor.eval.policies import PolicySpec
     from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
 
-    cameras = tuple(args.camera) if args.camera else None
-    image_size = args.image_size
-    overrides, flag = _inference_overrides(args)
-    if args.checkpoint is not None:
-        from visuomotor.policies import inspect_checkpoint
-
-        info = inspect_checkpoint(args.checkpoint, overrides, flag)  # fails here, before any worker starts
-        spec = PolicySpec(checkpoint=args.checkpoint, overrides=tuple(overrides.items()))
-        needs_images = bool(info.cameras)  # a state-only policy needs no rendering
-        # Render what the policy was trained on, unless told otherwise.
-        cameras = cameras or tuple(info.cameras) or None
-        image_size = image_size or info.image_size
-        _check_views(args.checkpoint, info, args.env, cameras, image_size)
-    else:
-        if overrides:
-            raise InvalidInputError(f"{flag} applies to --checkpoint, not to a reference policy")
-        spec = PolicySpec(name=args.policy)
-        needs_images = False
+    spec, needs_images, cameras, image_size = _policy_and_views(args)
     if args.videos_per_task < 0:
         raise InvalidInputError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
     videos = args.videos_per_task if args.video else 0
@@ -130,6 +121,64 @@ def run(args: argparse.Namespace) -> int:
     if args.video:
         logger.info("videos in %s", args.video)
     return 0
+
+
+def _policy_and_views(args: argparse.Namespace) -> tuple[Any, bool, tuple[str, ...] | None, int | None]:
+    """The policy to evaluate, whether it needs images, and the cameras and image size to render;
+    a checkpoint is checked here, before any worker starts."""
+    from visuomotor.eval.policies import PolicySpec
+
+    cameras = tuple(args.camera) if args.camera else None
+    overrides, flag = _inference_overrides(args)
+    if args.lerobot_checkpoint is not None:
+        return _lerobot_views(args, overrides, flag)
+    if args.checkpoint is None:
+        if overrides:
+            raise InvalidInputError(f"{flag} applies to --checkpoint, not to a reference policy")
+        return PolicySpec(name=args.policy), False, cameras, args.image_size
+    from visuomotor.policies import inspect_checkpoint
+
+    info = inspect_checkpoint(args.checkpoint, overrides, flag)  # fails here, before any worker starts
+    spec = PolicySpec(checkpoint=args.checkpoint, overrides=tuple(overrides.items()))
+    # Render what the policy was trained on, unless told otherwise; a state-only policy needs no rendering.
+    cameras = cameras or tuple(info.cameras) or None
+    image_size = args.image_size or info.image_size
+    _check_views(args.checkpoint, info, args.env, cameras, image_size)
+    return spec, bool(info.cameras), cameras, image_size
+
+
+def _lerobot_views(
+    args: argparse.Namespace, overrides: dict[str, str], flag: str
+) -> tuple[Any, bool, tuple[str, ...] | None, int | None]:
+    """A LeRobot checkpoint's spec and views: its cameras at its image size (LeRobot's single
+    `observation.image` is the first --camera, else the env's default camera), each input and the
+    action size checked against every task of --env (one error naming the key)."""
+    from visuomotor.eval.lerobot_checkpoint import env_observations, inspect_lerobot_checkpoint, match_inputs
+    from visuomotor.eval.policies import PolicySpec
+    from visuomotor.keys import image_key
+    from visuomotor.sim.registry import expand_env_id, get_spec
+
+    directory = args.lerobot_checkpoint
+    ckpt = inspect_lerobot_checkpoint(directory, overrides, flag)
+    specs = [get_spec(env_id) for env_id in expand_env_id(args.env)]
+    size = ckpt.image_size
+    if size is not None and args.image_size is not None and args.image_size != size:
+        raise InvalidInputError(
+            f"{directory} takes {size}x{size} images; --image-size {args.image_size} renders "
+            f"{args.image_size}x{args.image_size}"
+        )
+    single = args.camera[0] if args.camera else specs[0].default_cameras[0]
+    cameras = tuple(args.camera) if args.camera else tuple(ckpt.cameras(single)) or None
+    for camera in ckpt.cameras(single):
+        if camera not in (cameras or ()):
+            raise InvalidInputError(
+                f"{directory} sees camera '{camera}', but --camera renders only {list(cameras or ())}"
+            )
+    for env in specs:
+        observations = env_observations(env.state_dim, env.env_state_dim, env.valid_cameras, size)
+        match_inputs(ckpt, observations, env.action_dim, env.env_id, image_key(single))
+    spec = PolicySpec(lerobot=directory, overrides=tuple(overrides.items()))
+    return spec, bool(ckpt.image_keys), cameras, size or args.image_size
 
 
 def _inference_overrides(args: argparse.Namespace) -> tuple[dict[str, str], str]:

@@ -3,6 +3,10 @@
 Config fields can be overridden with `-o FIELD=VALUE` (policy config) and `-t FIELD=VALUE` (training
 config), or the common ones below; `--list-fields` prints every field with its documentation.
 Distributed: `torchrun --nproc_per_node N -m visuomotor.cli train ...` (gloo on CPU).
+
+Online fine-tuning (EXPO, architecture.md §EXPO): `--policy expo --env ENV --online-steps N [--init RUN]`
+runs the online learner instead of the offline loop; `-o` sets policy fields, `-t` the learner's
+(`OnlineConfig`), and `--resume` continues a killed online run exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--video-data", metavar="STORE", help="action-free video to co-train frame prediction on (PAD)"
     )
+    parser.add_argument(
+        "--env",
+        help="online fine-tuning (expo): the env to learn in, e.g. metaworld/reach-v3 (or toy/pointmass)",
+    )
+    parser.add_argument(
+        "--online-steps", type=int, help="online fine-tuning (expo): environment steps in total"
+    )
+    parser.add_argument(
+        "--init", metavar="RUN", help="online fine-tuning (expo): start from this BC checkpoint"
+    )
     parser.add_argument("-o", "--policy-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("-t", "--train-override", action="append", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--list-fields", action="store_true", help="print the config fields and exit")
@@ -53,17 +67,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from visuomotor.configs import describe
     from visuomotor.policies import get_policy_entry
-    from visuomotor.train import TrainConfig, train
 
     if args.list_fields:
+        from visuomotor.train import TrainConfig
+
         _, config_cls, presets = get_policy_entry(args.policy).load()
         print(f"policy config ({config_cls.__name__}; presets {sorted(presets)}):\n{describe(config_cls)}")
         print(f"\ntraining config (TrainConfig):\n{describe(TrainConfig)}")
+        if args.policy == "expo":
+            from visuomotor.policies.expo.config import OnlineConfig
+
+            print(f"\nonline config (OnlineConfig, -t with --env/--online-steps):\n{describe(OnlineConfig)}")
         return 0
     if not args.out or (not args.data and not args.resume):
         raise InvalidInputError("--out is required, and --data unless --resume")
     policy_over = parse_overrides(args.policy_override)
     train_over = parse_overrides(args.train_override)
+    if _is_online(args):  # before importing the offline loop, which an online run does not need
+        return _run_online(args, policy_over, train_over)
+    from visuomotor.train import train
+
     for flag, field in (
         ("steps", "steps"),
         ("batch_size", "batch_size"),
@@ -93,6 +116,61 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _is_online(args: argparse.Namespace) -> bool:
+    """An online run: one of the online flags, or --resume of a run the online learner started."""
+    if args.env or args.online_steps is not None or args.init:
+        return True
+    run_json = Path(args.out) / "run.json"
+    return bool(
+        args.resume and run_json.exists() and json.loads(run_json.read_text()).get("kind") == "online"
+    )
+
+
+def _run_online(args: argparse.Namespace, policy_over: dict[str, str], online_over: dict[str, str]) -> int:
+    """The online learner (policies/expo/learner.py), with the env built here: policies never import sim."""
+    from visuomotor.policies.expo.learner import train_online
+
+    if args.policy != "expo":
+        raise InvalidInputError("--env/--online-steps/--init train online, which only --policy expo does")
+    if not args.resume and (not args.env or args.online_steps is None):
+        raise InvalidInputError("online training needs --env and --online-steps (and --data)")
+    if args.steps is not None or args.video_data or args.cameras or (args.relative_state and args.init):
+        raise InvalidInputError(
+            "--steps, --video-data and --cameras belong to offline training: an online run counts --online-steps "
+            "and reads low-dim state, the state its --init checkpoint reads (so no --relative-state with --init)"
+        )
+    if args.relative_state and not args.resume:
+        policy_over = relative_state_overrides(args.data) | policy_over
+    for name in ("online_steps", "batch_size", "lr", "seed", "eval_episodes", "eval_every"):
+        if getattr(args, name) is not None:
+            online_over[name] = str(getattr(args, name))
+    summary = train_online(
+        args.data,
+        args.out,
+        args.env,
+        online_env,
+        preset=args.preset,
+        policy_overrides=policy_over,
+        online_overrides=online_over,
+        init=args.init,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def online_env(env_id: str, max_episode_steps: int | None):
+    """A state-only env for online training: the toy point mass or a simulator's env (no rendering)."""
+    if env_id.startswith("toy/"):
+        from visuomotor.policies.expo.toyenv import make_toy_env
+
+        return make_toy_env(env_id, max_episode_steps)
+    from visuomotor.sim import make_env
+
+    return make_env(env_id, render=False, max_episode_steps=max_episode_steps)
 
 
 def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str] | None:

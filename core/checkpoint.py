@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from visuomotor.errors import MissingPathError
-from visuomotor.rundir import RunDir, pretrained_model, training_state
+from visuomotor.rundir import RunDir, fsync_tree, pretrained_model, prune_checkpoints, training_state
 
 STATE_JSON = "state.json"
 
@@ -85,12 +85,12 @@ def save_training_checkpoint(
         **extra,
     }
     (state_dir / STATE_JSON).write_text(json.dumps(state, default=_json_default))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # a re-run of the same step after a resume: replace it
         shutil.rmtree(final)
     os.rename(tmp, final)
     point_link(run.last, final.name)
-    _prune(run, keep)
+    prune_checkpoints(run, keep)
     return final
 
 
@@ -112,23 +112,6 @@ def point_link(link: Path, target: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
-
-
-def _prune(run: RunDir, keep: int) -> None:
-    protected = {os.readlink(p) for p in (run.last, run.best) if p.is_symlink()}
-    steps = sorted(p for p in run.checkpoints.glob("step-*") if p.is_dir())
-    for old in steps[:-keep]:
-        if old.name not in protected:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in run.checkpoints.glob(".tmp-step-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _fsync_tree(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
 
 
 def _json_default(value: Any) -> Any:

@@ -12,6 +12,8 @@ RUN/
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,23 @@ def resolve_checkpoint(path: Path) -> Path:
     raise MissingPathError(
         f"{path}: not a checkpoint (no config.json) nor a run directory (no checkpoints/last or best)"
     )
+
+
+def prune_checkpoints(run: RunDir, keep: int) -> None:
+    """Delete all but the newest `keep` step checkpoints (never the ones `last` or `best` name), and
+    temporary folders writers left."""
+    protected = {os.readlink(p) for p in (run.last, run.best) if p.is_symlink()}
+    steps = sorted(p for p in run.checkpoints.glob("step-*") if p.is_dir())
+    for old in steps[:-keep]:
+        if old.name not in protected:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in run.checkpoints.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file below `path` to disk (before a checkpoint folder is renamed into place)."""
+    for p in path.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())

@@ -143,7 +143,7 @@ class EpisodeStore:
             "tasks": [],
         }
         root_attrs.update(_jsonable(dict(attrs or {}), "attrs"))
-        _remove_abandoned_creations(path)
+        remove_abandoned_creations(path)
         tmp = path.with_name(f"{_CREATING_PREFIX}{path.name}.{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         root = zarr.open_group(str(tmp), mode="w-", zarr_format=3)
@@ -549,7 +549,7 @@ class EpisodeStore:
 _CREATING_PREFIX = ".creating-"
 
 
-def _remove_abandoned_creations(path: Path) -> None:
+def remove_abandoned_creations(path: Path) -> None:
     """Delete what writers killed while creating `path` left (hidden siblings named after their pid)."""
     for tmp in path.parent.glob(f"{_CREATING_PREFIX}{path.name}.*"):
         pid = tmp.name.rsplit(".", 1)[-1]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from visuomotor.datasets.interop.source import Source
-from visuomotor.datasets.store import EpisodeStore
+from visuomotor.datasets.store import EpisodeStore, remove_abandoned_creations
 from visuomotor.errors import PathExistsError, UserError
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def progress[T](items: Iterable[T], total: int, initial: int, name: str) -> Iter
 def building_directory(dst: Path) -> Iterator[Path]:
     """A fresh hidden sibling of `dst` to build a directory in; renamed to `dst` when the block ends
     without an exception, removed when it raises."""
-    _remove_abandoned(dst)
+    remove_abandoned_creations(dst)
     tmp = dst.with_name(f"{_BUILDING_PREFIX}{dst.name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -155,20 +155,4 @@ def building_directory(dst: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def _remove_abandoned(dst: Path) -> None:
-    """Delete siblings that killed writers left while building `dst` (named after their pid)."""
-    for tmp in dst.parent.glob(f"{_BUILDING_PREFIX}{dst.name}.*"):
-        pid = tmp.name.rsplit(".", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True

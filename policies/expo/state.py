@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from visuomotor.datasets import EpisodeStore
 from visuomotor.errors import InvalidInputError, MissingPathError
 from visuomotor.policies.expo.updates import Learner
-from visuomotor.rundir import RunDir, pretrained_model, training_state
+from visuomotor.rundir import RunDir, fsync_tree, pretrained_model, prune_checkpoints, training_state
 
 STATE_JSON = "state.json"
 TENSORS = "learner.safetensors"
@@ -71,12 +71,12 @@ def save_checkpoint(run: RunDir, step: int, learner: Learner, state: dict[str, A
     save_file(learner_tensors(learner), str(state_dir / TENSORS))
     save_file({"torch": torch.get_rng_state()}, str(state_dir / RNG))
     (state_dir / STATE_JSON).write_text(json.dumps(state))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():  # the same step written again by a resumed run
         shutil.rmtree(final)
     os.rename(tmp, final)
     point_link(run.last, final.name)
-    _prune(run, keep)
+    prune_checkpoints(run, keep)
     return final
 
 
@@ -97,7 +97,7 @@ def save_best(run: RunDir, step: int, learner: Learner) -> None:
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     learner.export().save_pretrained(pretrained_model(tmp))
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
@@ -113,22 +113,6 @@ def point_link(link: Path, target: str) -> None:
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
     os.replace(tmp, link)
-
-
-def _prune(run: RunDir, keep: int) -> None:
-    protected = {os.readlink(p) for p in (run.last, run.best) if p.is_symlink()}
-    for old in sorted(p for p in run.checkpoints.glob("step-*") if p.is_dir())[:-keep]:
-        if old.name not in protected:
-            shutil.rmtree(old, ignore_errors=True)
-    for stale in run.checkpoints.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _fsync_tree(path: Path) -> None:
-    for p in path.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
 
 
 def cut_replay_store(path: Path, episodes: int) -> EpisodeStore:

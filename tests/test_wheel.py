@@ -114,7 +114,7 @@ def test_installed_package_imports_every_registry_entry_from_the_wheel(installed
     out = _run(installed, [str(installed / "bin" / "python"), "-c", PROBE], tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report["policies"] == ["carp", "diffusion"] and "scripted" in report["references"]
+    assert report["policies"] == ["carp", "diffusion", "expo", "pad"] and "scripted" in report["references"]
     outside = {name: f for name, f in report["files"].items() if not f.startswith(str(installed))}
     assert outside == {}, "visuomotor modules imported from outside the installed wheel"
 

@@ -254,6 +254,13 @@ class EpisodeStore:
                     f"{total}: episode {ep} is incomplete in '{key}'"
                 )
             _check_key_dtype(key, np.dtype(arr.dtype), f"{self.path}")
+            if self.zarr_format == 3 and tuple(arr.chunks[1:]) != tuple(arr.shape[1:]):
+                # Our writer chunks whole frames; a frame shape that disagrees is damaged metadata, which
+                # zarr would otherwise read as narrower frames without a word.
+                raise StoreError(
+                    f"{self.path}: array 'data/{key}' has frames of shape {list(arr.shape[1:])} but chunks of "
+                    f"{list(arr.chunks[1:])}: its zarr.json is damaged"
+                )
 
     def check_chunks(self) -> None:
         """Verify that every chunk holding committed frames exists on disk (a slower, full check)."""

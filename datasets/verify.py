@@ -48,7 +48,13 @@ def verify_store(store: EpisodeStore, progress: bool = False) -> list[Problem]:
     from tqdm import tqdm
 
     problems = _metadata_problems(store)
-    chunks = list(_committed_chunks(store))
+    try:
+        chunks = list(_committed_chunks(store))
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # array metadata that makes no sense
+        return [
+            *problems,
+            Problem("metadata", (), None, f"the arrays' layout cannot be read: {type(exc).__name__}: {exc}"),
+        ]
     for key, reader, coords in tqdm(
         chunks, desc=f"verify {store.path.name}", unit="chunk", disable=not progress
     ):
@@ -90,6 +96,8 @@ def _check_chunk(
         values = reader.read(coords)[: stop - start]
     except ChunkError as exc:
         return Problem(key, episodes, frames, str(exc))
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:  # a chunk that does not fit its array
+        return Problem(key, episodes, frames, f"unreadable chunk {coords}: {type(exc).__name__}: {exc}")
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         bad = start + int(np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).any(axis=1))[0])
         return Problem(key, (store.episode_of(bad),), (bad, bad + 1), "holds NaN or infinite values")
@@ -99,6 +107,22 @@ def _check_chunk(
 def _metadata_problems(store: EpisodeStore) -> list[Problem]:
     problems = []
     episodes_meta = store._meta.attrs.get("episodes", [])
+    tasks_attr = store.attrs.get("tasks", [])
+    if (
+        not isinstance(episodes_meta, list)
+        or not isinstance(tasks_attr, list)
+        or not all(isinstance(t, str) for t in tasks_attr)
+    ):
+        return [Problem("attributes", (), None, "meta 'episodes' must be a list and 'tasks' a list of texts")]
+    if len(episodes_meta) > store.num_episodes + 1:  # one ahead is an append killed before its commit
+        problems.append(
+            Problem(
+                "meta/episode_ends",
+                (),
+                None,
+                f"commits {store.num_episodes} episodes but meta 'episodes' lists {len(episodes_meta)}",
+            )
+        )
     if len(episodes_meta) < store.num_episodes:
         problems.append(
             Problem(
@@ -108,7 +132,7 @@ def _metadata_problems(store: EpisodeStore) -> list[Problem]:
                 f"meta 'episodes' lists {len(episodes_meta)} episodes, episode_ends {store.num_episodes}",
             )
         )
-    tasks = set(store.attrs.get("tasks", []))
+    tasks = set(tasks_attr)
     for e, entry in enumerate(episodes_meta[: store.num_episodes]):
         task = entry.get("task") if isinstance(entry, dict) else None
         if not isinstance(task, str) or task not in tasks:

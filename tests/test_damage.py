@@ -72,3 +72,22 @@ def test_checkpoint_fields_of_the_wrong_kind_are_named(checkpoint):
     (checkpoint / "config.json").write_text(json.dumps(meta | {"policy": ["diffusion"]}))
     with pytest.raises(ValueError, match="field 'policy' must be a str"):
         inspect_checkpoint(checkpoint)
+
+
+def test_a_shrunken_frame_shape_or_commit_record_is_not_read_quietly(store_path):
+    from visuomotor.datasets.verify import verify_store
+
+    meta_path = store_path / "data" / "action" / "zarr.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    meta["shape"][1] = 1
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match=r"'data/action' has frames of shape \[1\] but chunks of \[2\]"):
+        EpisodeStore.open(store_path)
+    meta_path.write_text(original)
+    ends_path = store_path / "meta" / "episode_ends" / "zarr.json"
+    ends = json.loads(ends_path.read_text())
+    ends["shape"] = [0]  # the commit record forgets both episodes
+    ends_path.write_text(json.dumps(ends))
+    problems = verify_store(EpisodeStore.open(store_path))
+    assert any("commits 0 episodes but meta 'episodes' lists 2" in str(p) for p in problems)

@@ -302,7 +302,13 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         config = info.config
         if device:
             config.device = device
-        policy = cls(config)
+        try:
+            policy = cls(config)
+        except (RuntimeError, ValueError, ZeroDivisionError, IndexError, OverflowError, MemoryError) as exc:
+            # Values of the right type that no network can be built from (a damaged or hand-edited file).
+            raise InvalidInputError(
+                f"{info.directory / 'config.json'}: cannot build the policy: {exc}"
+            ) from exc
         policy.dataset = dict(info.dataset)
         try:
             load_model(policy, str(info.weights), strict=True)

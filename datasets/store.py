@@ -89,10 +89,15 @@ def _check_array_metadata(path: Path) -> None:
         if not folder.is_dir():
             continue
         for sub in sorted(folder.iterdir()):
-            if sub.is_dir() and not (sub / "zarr.json").exists() and not (sub / ".zarray").exists():
+            missing = sub.is_dir() and not (sub / "zarr.json").exists() and not (sub / ".zarray").exists()
+            if missing and _holds_chunks(sub):  # without chunks: a writer killed while creating it
                 raise StoreError(
                     f"{path}: array '{group}/{sub.name}' has lost its metadata ({sub}/zarr.json)"
                 )
+
+
+def _holds_chunks(folder: Path) -> bool:
+    return any(p.is_file() and p.name != "zarr.json" for p in folder.rglob("*"))
 
 
 class EpisodeStore:
@@ -190,7 +195,9 @@ class EpisodeStore:
         try:
             store = cls(root, path, mode)
             unread = sorted(
-                p.name for p in (path / "data").iterdir() if p.is_dir() and p.name not in store._arrays
+                p.name
+                for p in (path / "data").iterdir()
+                if p.is_dir() and p.name not in store._arrays and _holds_chunks(p)
             )
             if unread:  # zarr skips (with a warning) an array whose zarr.json it cannot make sense of
                 raise StoreError(f"{path}: array 'data/{unread[0]}' has damaged metadata (its zarr.json)")

@@ -20,7 +20,6 @@ action size the env's; otherwise one error naming the key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 from visuomotor.errors import InvalidInputError, MissingKeyError, MissingPathError
 from visuomotor.keys import ACTION, IMAGE_PREFIX
+from visuomotor.policies.common.saved import read_json_object
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -120,13 +120,7 @@ def inspect_lerobot_checkpoint(
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise MissingPathError(f"{path.parent}: not a LeRobot checkpoint (no {path.name})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(path)
 
 
 def check_processor(directory: Path, name: str) -> None:

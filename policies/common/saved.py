@@ -102,6 +102,17 @@ def verify_weights(info: CheckpointInfo) -> None:
         )
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a checkpoint's config); one error naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
     """`config.json` of a checkpoint directory, with its required fields checked."""
     path = directory / CONFIG_NAME
@@ -109,12 +120,7 @@ def read_checkpoint_meta(directory: Path) -> dict[str, Any]:
         raise MissingPathError(f"{directory}: not a policy checkpoint (no {CONFIG_NAME})")
     if not (directory / WEIGHTS_NAME).exists():
         raise MissingPathError(f"{directory}: checkpoint has no {WEIGHTS_NAME}")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path}: invalid JSON: {exc}") from exc
-    if not isinstance(meta, dict):
-        raise InvalidInputError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    meta = read_json_object(path)
     for name, kind in (("policy", str), ("config", dict)):
         if not isinstance(meta.get(name), kind):
             raise InvalidInputError(

@@ -645,13 +645,18 @@ def _val_loss(policy: nn.Module, sampler: Any, tcfg: TrainConfig, device: str) -
 def _rollout(checkpoint: Path, env_id: str, tcfg: TrainConfig, store: Any) -> dict[str, Any]:
     from visuomotor.eval.policies import PolicySpec
     from visuomotor.eval.rollout import EnvConfig, evaluate
+    from visuomotor.sim.registry import camera_pose_of
 
     if not env_id:
         raise InvalidInputError("eval_episodes > 0 needs an env: the store has no env_id; set eval_env")
     state = torch.get_rng_state()
     try:
         cameras = tuple(store.attrs.get("cameras") or ()) or None
-        env_cfg = EnvConfig(cameras=cameras, image_size=int(store.attrs.get("image_size", 64)))
+        env_cfg = EnvConfig(
+            cameras=cameras,
+            image_size=int(store.attrs.get("image_size", 64)),
+            camera_pose=camera_pose_of(store.attrs),  # rendered as the training images were
+        )
         report = evaluate(
             env_id,
             PolicySpec(checkpoint=str(checkpoint)),

@@ -24,6 +24,7 @@ class SimRobot(Robot):
         *,
         cameras: tuple[str, ...] | None = None,
         image_size: int = 64,
+        camera_pose: str | None = None,
         max_episode_steps: int | None = None,
         latency_s: float = 0.0,
         observation_noise: float = 0.0,
@@ -38,6 +39,8 @@ class SimRobot(Robot):
         self.spec = get_spec(env_id)
         self.action_semantics = self.spec.action_semantics
         self._make = {"cameras": cameras, "image_size": image_size, "max_episode_steps": max_episode_steps}
+        if camera_pose is not None:  # Metaworld only (`sim.make_env` says so for other suites)
+            self._make["camera_pose"] = camera_pose
         self.latency_s = latency_s
         self.observation_noise = observation_noise
         self.freeze_camera_after = freeze_camera_after

@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from visuomotor.errors import InvalidInputError
-from visuomotor.sim.registry import REGISTRY, TASK_SETS, EnvSpec, expand_env_id, get_spec, list_env_ids
+from visuomotor.sim.registry import (
+    DEFAULT_CORNER2_POSE,
+    REGISTRY,
+    TASK_SETS,
+    EnvSpec,
+    check_camera_pose,
+    expand_env_id,
+    get_spec,
+    list_env_ids,
+)
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -86,16 +95,13 @@ def make_env(
     if max_steps <= 0:
         raise InvalidInputError(f"max_episode_steps must be positive, got {max_steps}")
 
+    pose = check_camera_pose(env_id, camera_pose)
     if spec.suite == "metaworld":
-        from visuomotor.sim.metaworld_env import CORNER2_POSES, DEFAULT_CORNER2_POSE, MetaworldEnv
+        from visuomotor.sim.metaworld_env import MetaworldEnv
 
-        pose = DEFAULT_CORNER2_POSE if camera_pose is None else camera_pose
-        if pose not in CORNER2_POSES:
-            raise InvalidInputError(f"unknown camera_pose {pose!r}. Valid: {', '.join(CORNER2_POSES)}")
+        pose = DEFAULT_CORNER2_POSE if pose is None else pose
         return MetaworldEnv(spec, cameras, image_size, render, seed, max_steps, terminate_on_success, pose)
 
-    if camera_pose is not None:
-        raise InvalidInputError(f"camera_pose applies to Metaworld's corner2 camera only, not to {env_id}")
     from visuomotor.sim.robosuite_env import RobosuiteEnv
 
     return RobosuiteEnv(spec, cameras, image_size, render, seed, max_steps, terminate_on_success)

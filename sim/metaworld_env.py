@@ -16,19 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from visuomotor.sim.base import SimEnv
-from visuomotor.sim.registry import EnvSpec
-
-# Poses of the `corner2` camera (position only; the orientation stays Metaworld's euler (3.9, 2.3, 0.6)).
-# Metaworld's own pose is far from the table, so a 64 px image shows it small; LeRobot moves the camera to
-# (0.75, 0.075, 0.7) (lerobot/envs/metaworld.py), DP3 to (0.6, 0.295, 0.8) (architecture.md
-# §Rendering). Default: LeRobot's, the table fills the frame with the whole arm in view, and datasets
-# converted from LeRobot's Metaworld data see the same view as ours.
-CORNER2_POSES: dict[str, tuple[float, float, float]] = {
-    "lerobot": (0.75, 0.075, 0.7),
-    "dp3": (0.6, 0.295, 0.8),
-    "metaworld": (1.3, -0.2, 1.1),
-}
-DEFAULT_CORNER2_POSE = "lerobot"
+from visuomotor.sim.registry import CORNER2_POSES, EnvSpec
 
 # Metaworld's corner cameras are mounted upside down (their images need both axes flipped; LeRobot does the
 # same). topview, behindGripper and gripperPOV come out upright.

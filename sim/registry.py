@@ -5,7 +5,9 @@ Pure data, no simulator import, so listing ids and validating a CLI argument is 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from visuomotor.errors import InvalidInputError
 from visuomotor.sim.instructions import METAWORLD_INSTRUCTIONS, ROBOSUITE_INSTRUCTIONS
@@ -148,6 +150,38 @@ TASK_SETS: dict[str, tuple[str, ...]] = {
     "metaworld/MT10": tuple(f"metaworld/{task}-v3" for task in _MT10_TASKS),
     "metaworld/MT50": tuple(f"metaworld/{task}-v3" for task in METAWORLD_INSTRUCTIONS),
 }
+
+
+# Poses of the `corner2` camera (position only; the orientation stays Metaworld's euler (3.9, 2.3, 0.6)).
+# Metaworld's own pose is far from the table, so a 64 px image shows it small; LeRobot moves the camera to
+# (0.75, 0.075, 0.7) (lerobot/envs/metaworld.py), DP3 to (0.6, 0.295, 0.8) (architecture.md
+# §Rendering). Default: LeRobot's, the table fills the frame with the whole arm in view, and datasets
+# converted from LeRobot's Metaworld data see the same view as ours.
+CORNER2_POSES: dict[str, tuple[float, float, float]] = {
+    "lerobot": (0.75, 0.075, 0.7),
+    "dp3": (0.6, 0.295, 0.8),
+    "metaworld": (1.3, -0.2, 1.1),
+}
+DEFAULT_CORNER2_POSE = "lerobot"
+
+
+def check_camera_pose(env_id: str, pose: str | None) -> str | None:
+    """The corner2 pose to build `env_id` with (None: the env's default); one error naming a bad one."""
+    if pose is None:
+        return None
+    if get_spec(env_id).suite != "metaworld":
+        raise InvalidInputError(f"camera pose applies to Metaworld's corner2 camera only, not to {env_id}")
+    if pose not in CORNER2_POSES:
+        raise InvalidInputError(f"unknown camera pose {pose!r}. Valid: {', '.join(CORNER2_POSES)}")
+    return pose
+
+
+def camera_pose_of(facts: Mapping[str, Any]) -> str | None:
+    """The corner2 pose (`sim.make_env`'s camera_pose) recorded in a store's or checkpoint's camera_info."""
+    info = facts.get("camera_info")
+    camera = info.get("corner2") if isinstance(info, Mapping) else None
+    pose = camera.get("pose_preset") if isinstance(camera, Mapping) else None
+    return pose if isinstance(pose, str) else None
 
 
 def list_env_ids(suite: str | None = None) -> list[str]:

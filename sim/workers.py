@@ -277,6 +277,8 @@ class EnvConfig:
     """Module providing `make_env`, `make_expert`, `expand_env_id` (tests pass a fake)."""
     terminate_on_success: bool = True
     """End an episode at its first successful step (collection with settle steps turns this off)."""
+    camera_pose: str | None = None
+    """Metaworld's corner2 pose ("lerobot", "dp3", "metaworld"); None -> the default (`sim.make_env`)."""
 
 
 def load_sim(sim_module: str = DEFAULT_SIM_MODULE) -> Any:
@@ -342,4 +344,6 @@ def make_worker_env(sim: Any, env_id: str, cfg: EnvConfig, seed: int | None = No
         seed=seed,
         max_episode_steps=cfg.max_episode_steps,
         terminate_on_success=cfg.terminate_on_success,
+        # Only when set: robosuite refuses a pose, and test sims take no such argument.
+        **({} if cfg.camera_pose is None else {"camera_pose": cfg.camera_pose}),
     )

@@ -73,9 +73,9 @@ def test_unknown_camera_lists_valid_cameras() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="camera_pose"):
+    with pytest.raises(ValueError, match="camera pose"):
         make_env("metaworld/reach-v3", camera_pose="nowhere")
-    with pytest.raises(ValueError, match="camera_pose"):
+    with pytest.raises(ValueError, match="camera pose"):
         make_env("robosuite/Lift", camera_pose="lerobot")
     with pytest.raises(ValueError, match="image_size"):
         make_env("metaworld/reach-v3", image_size=0)

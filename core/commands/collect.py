@@ -24,6 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--camera", action="append", metavar="NAME", help="camera to record (repeatable; default: the env's)"
     )
     parser.add_argument(
+        "--camera-pose",
+        metavar="POSE",
+        help="Metaworld's corner2 pose: lerobot (default), dp3 (closer to the table) or metaworld "
+        "(the original, far); recorded in the store, and evaluation renders from it",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="first episode seed (default 0; appends continue)"
     )
     parser.add_argument(
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         render=True,
         max_episode_steps=args.max_steps,
+        camera_pose=args.camera_pose,
     )
     report = collect(
         args.env,

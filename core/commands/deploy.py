@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         args.robot,
         cameras=cameras,
         image_size=source["image_size"] or 64,
+        camera_pose=source["camera_pose"],
         max_episode_steps=args.max_steps,
         port=args.robot_port,
         robot_id=args.robot_id,
@@ -126,6 +127,7 @@ def check_episode_end(robot: Any, keys: bool, max_steps: int | None) -> None:
 def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
     """How to get action chunks, and what the policy reads: in-process from --checkpoint or from --server."""
     from visuomotor.real_robot.robot import PolicyInputs
+    from visuomotor.sim.registry import camera_pose_of
 
     if args.server:
         from visuomotor.real_robot.remote import PolicyClient
@@ -142,6 +144,7 @@ def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
             "n_action_steps": meta.n_action_steps,
             "semantics": meta.extra.get("action_space", {}).get("semantics", ""),
             "image_size": inputs.input_shapes[inputs.image_keys[0]][0] if inputs.image_keys else None,
+            "camera_pose": camera_pose_of(meta.extra),
         }
     from visuomotor.policies import load_policy
 
@@ -157,6 +160,7 @@ def _policy_source(args: argparse.Namespace) -> dict[str, Any]:
         "n_action_steps": c.n_action_steps,
         "semantics": policy.dataset.get("action_space", {}).get("semantics", ""),
         "image_size": c.input_shapes[c.image_keys[0]][0] if c.image_keys else None,
+        "camera_pose": camera_pose_of(policy.dataset),
     }
 
 

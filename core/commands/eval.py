@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from visuomotor.commands import add_policy_override
 from visuomotor.errors import InvalidInputError
@@ -62,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--camera", action="append", metavar="NAME", help="camera to render (repeatable; default: the env's)"
     )
+    parser.add_argument(
+        "--camera-pose",
+        metavar="POSE",
+        help="Metaworld's corner2 pose (lerobot, dp3, metaworld; default: the checkpoint's training data's)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2, one per core)")
     parser.add_argument(
         "--seed-offset", type=int, default=0, help="first eval seed is 1_000_000 + this (default 0)"
@@ -79,21 +84,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
+    from visuomotor.sim.registry import check_camera_pose, expand_env_id
 
-    spec, needs_images, cameras, image_size = _policy_and_views(args)
+    views = _policy_and_views(args)
     if args.videos_per_task < 0:
         raise InvalidInputError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
     videos = args.videos_per_task if args.video else 0
+    for env_id in expand_env_id(args.env):
+        check_camera_pose(env_id, views.camera_pose)
     cfg = EnvConfig(
-        cameras=cameras,
-        image_size=image_size or 64,
+        cameras=views.cameras,
+        image_size=views.image_size or 64,
         # Reference policies read state only: render just for the videos.
-        render=needs_images or videos > 0,
+        render=views.needs_images or videos > 0,
         max_episode_steps=args.max_steps,
+        camera_pose=views.camera_pose,
     )
     report = evaluate(
         args.env,
-        spec,
+        views.spec,
         args.episodes,
         env_cfg=cfg,
         workers=args.workers,
@@ -123,9 +132,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _policy_and_views(args: argparse.Namespace) -> tuple[Any, bool, tuple[str, ...] | None, int | None]:
-    """The policy to evaluate, whether it needs images, and the cameras and image size to render;
-    a checkpoint is checked here, before any worker starts."""
+class _Views(NamedTuple):
+    """The policy to evaluate, whether it needs images, and the cameras, image size and pose to render."""
+
+    spec: Any
+    needs_images: bool
+    cameras: tuple[str, ...] | None
+    image_size: int | None
+    camera_pose: str | None = None
+
+
+def _policy_and_views(args: argparse.Namespace) -> _Views:
+    """What to evaluate and how to render for it; a checkpoint is checked here, before any worker starts."""
     from visuomotor.eval.policies import PolicySpec
 
     cameras = tuple(args.camera) if args.camera else None
@@ -135,7 +153,7 @@ def _policy_and_views(args: argparse.Namespace) -> tuple[Any, bool, tuple[str, .
     if args.checkpoint is None:
         if overrides:
             raise InvalidInputError(f"{flag} applies to --checkpoint, not to a reference policy")
-        return PolicySpec(name=args.policy), False, cameras, args.image_size
+        return _Views(PolicySpec(name=args.policy), False, cameras, args.image_size, args.camera_pose)
     from visuomotor.policies import inspect_checkpoint
 
     info = inspect_checkpoint(args.checkpoint, overrides, flag)  # fails here, before any worker starts
@@ -144,12 +162,10 @@ def _policy_and_views(args: argparse.Namespace) -> tuple[Any, bool, tuple[str, .
     cameras = cameras or tuple(info.cameras) or None
     image_size = args.image_size or info.image_size
     _check_views(args.checkpoint, info, args.env, cameras, image_size)
-    return spec, bool(info.cameras), cameras, image_size
+    return _Views(spec, bool(info.cameras), cameras, image_size, _trained_pose(args, info))
 
 
-def _lerobot_views(
-    args: argparse.Namespace, overrides: dict[str, str], flag: str
-) -> tuple[Any, bool, tuple[str, ...] | None, int | None]:
+def _lerobot_views(args: argparse.Namespace, overrides: dict[str, str], flag: str) -> _Views:
     """A LeRobot checkpoint's spec and views: its cameras at its image size (LeRobot's single
     `observation.image` is the first --camera, else the env's default camera), each input and the
     action size checked against every task of --env (one error naming the key)."""
@@ -178,7 +194,19 @@ def _lerobot_views(
         observations = env_observations(env.state_dim, env.env_state_dim, env.valid_cameras, size)
         match_inputs(ckpt, observations, env.action_dim, env.env_id, image_key(single))
     spec = PolicySpec(lerobot=directory, overrides=tuple(overrides.items()))
-    return spec, bool(ckpt.image_keys), cameras, size or args.image_size
+    return _Views(spec, bool(ckpt.image_keys), cameras, size or args.image_size, args.camera_pose)
+
+
+def _trained_pose(args: argparse.Namespace, info: Any) -> str | None:
+    """The corner2 pose an image policy was trained from (rendered the same); --camera-pose may only
+    repeat it, since another view is another input distribution."""
+    trained = info.camera_pose if info.cameras else None
+    if args.camera_pose is not None and trained is not None and args.camera_pose != trained:
+        raise InvalidInputError(
+            f"{args.checkpoint} was trained on images from camera pose {trained!r}; "
+            f"--camera-pose {args.camera_pose} renders another view"
+        )
+    return args.camera_pose or trained
 
 
 def _inference_overrides(args: argparse.Namespace) -> tuple[dict[str, str], str]:

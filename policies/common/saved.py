@@ -15,6 +15,7 @@ from visuomotor.configs import from_dict
 from visuomotor.errors import InvalidInputError, MissingPathError
 from visuomotor.keys import camera_of
 from visuomotor.rundir import resolve_checkpoint
+from visuomotor.sim.registry import camera_pose_of
 
 CHECKPOINT_FORMAT = 1
 CONFIG_NAME = "config.json"
@@ -46,6 +47,11 @@ class CheckpointInfo:
     def cameras(self) -> list[str]:
         """Cameras the policy sees, in its input order; empty for a state-only policy."""
         return [camera_of(k) for k in self.config.image_keys]
+
+    @property
+    def camera_pose(self) -> str | None:
+        """The corner2 pose its images were taken from (Metaworld stores), None when not recorded."""
+        return camera_pose_of(self.dataset)
 
     @property
     def image_size(self) -> int | None:

@@ -203,10 +203,11 @@ class EpisodeStore:
                 raise StoreError(f"{path}: array 'data/{unread[0]}' has damaged metadata (its zarr.json)")
             if mode == "a":
                 store._drop_uncommitted()
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             if isinstance(exc, StoreError):
                 raise
-            # zarr parses each array's zarr.json here; a damaged one is the store's damage, not a bug.
+            # zarr parses each array's zarr.json here; a damaged one is the store's damage, not a bug
+            # (OverflowError: a fill value too large for the array's dtype).
             raise StoreError(f"{path}: damaged metadata: {type(exc).__name__}: {exc}") from exc
         return store
 

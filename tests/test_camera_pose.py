@@ -7,8 +7,8 @@ import argparse
 
 import numpy as np
 import pytest
-
 from fixtures import run_cli
+
 from visuomotor.datasets import EpisodeStore
 from visuomotor.eval.rollout import EnvConfig
 from visuomotor.sim.collect import collect
@@ -88,6 +88,6 @@ def test_a_policy_is_evaluated_from_the_pose_it_was_trained_on(dp3_store, tmp_pa
     code, _, err = run_cli(["eval", "--checkpoint", str(run), "--env", TASK, "--episodes", "1",
                             "--camera-pose", "lerobot", "--workers", "1"])  # fmt: skip
     assert code == 2 and "trained on images from camera pose 'dp3'" in err and "--camera-pose lerobot" in err
-    code, out, err = run_cli(["eval", "--checkpoint", str(run), "--env", TASK, "--episodes", "1",
+    code, _, err = run_cli(["eval", "--checkpoint", str(run), "--env", TASK, "--episodes", "1",
                               "--max-steps", "3", "--workers", "1"])  # fmt: skip
     assert code == 0, err

@@ -67,6 +67,30 @@ def test_config_values_of_the_wrong_type_or_unknown_to_the_schedulers_are_named(
         load_policy(checkpoint)
 
 
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"device": "x"}, r"device must name a torch device .* got 'x'"),
+        ({"device": ""}, r"device must name a torch device"),
+        ({"num_train_timesteps": 2**40}, r"num_train_timesteps must be in \[1, 10000\], got 1099511627776"),
+    ],
+)
+def test_a_damaged_device_or_a_vast_schedule_is_named_not_run(checkpoint, fields, match):
+    edit_config(checkpoint, **fields)
+    with pytest.raises(ValueError, match=match):
+        load_policy(checkpoint)
+
+
+@pytest.mark.parametrize("fill", [2**40, 2**70])
+def test_a_fill_value_too_large_for_its_dtype_is_store_damage(tmp_path, fill):
+    make_store(tmp_path / "s.zarr", episodes=2, camera=True)
+    meta_path = tmp_path / "s.zarr" / "data" / "observation.images.top" / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"fill_value": fill}))
+    with pytest.raises(StoreError, match="damaged metadata"):
+        EpisodeStore.open(tmp_path / "s.zarr")
+
+
 def test_checkpoint_fields_of_the_wrong_kind_are_named(checkpoint):
     meta = json.loads((checkpoint / "config.json").read_text())
     (checkpoint / "config.json").write_text(json.dumps(meta | {"policy": ["diffusion"]}))

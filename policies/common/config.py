@@ -13,6 +13,25 @@ from visuomotor.datasets.store import is_image_key
 from visuomotor.errors import InvalidInputError
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+MAX_TRAIN_TIMESTEPS = 10_000
+"""Noise levels a diffusion config may ask for: ten times any published schedule (DP 100, DDPM/PAD 1000);
+the schedule's tables are built at load, so a damaged config.json must not ask for 2^40 of them."""
+
+
+def check_timesteps(num_train_timesteps: int, num_inference_steps: int) -> None:
+    """The diffusion step counts Diffusion Policy and PAD share: one error naming the field."""
+    if not 1 <= num_train_timesteps <= MAX_TRAIN_TIMESTEPS:
+        raise InvalidInputError(
+            f"num_train_timesteps must be in [1, {MAX_TRAIN_TIMESTEPS}], got {num_train_timesteps}"
+        )
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise InvalidInputError(
+            f"num_inference_steps must be in [1, num_train_timesteps={num_train_timesteps}], "
+            f"got {num_inference_steps}"
+        )
+
+
 """Noise schedules of diffusers' DDPM/DDIM schedulers that the diffusion policies accept."""
 
 
@@ -81,6 +100,7 @@ class PolicyConfig:
     """Device the policy runs on."""
 
     def __post_init__(self) -> None:
+        _check_device(self.device)
         if self.n_obs_steps < 1:
             raise InvalidInputError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
         if self.horizon < 1:
@@ -188,3 +208,14 @@ def with_inference_overrides(config: Any, overrides: Mapping[str, str], where: s
         return apply_overrides(config, dict(overrides))
     except ValueError as exc:
         raise InvalidInputError(f"{where}: {exc}") from exc
+
+
+def _check_device(device: Any) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"device must name a torch device (cpu, cuda, cuda:1), got {device!r}"
+        ) from exc

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from visuomotor.errors import InvalidInputError
-from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig
+from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig, check_timesteps
 
 
 @dataclass
@@ -53,11 +53,7 @@ class DiffusionConfig(PolicyConfig):
             raise InvalidInputError(
                 f"prediction_type must be epsilon or sample, got {self.prediction_type!r}"
             )
-        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise InvalidInputError(
-                f"num_inference_steps must be in [1, num_train_timesteps={self.num_train_timesteps}], "
-                f"got {self.num_inference_steps}"
-            )
+        check_timesteps(self.num_train_timesteps, self.num_inference_steps)
         if self.horizon % (2 ** (len(self.down_dims) - 1)):
             raise InvalidInputError(
                 f"horizon {self.horizon} must be divisible by 2^(levels-1) = {2 ** (len(self.down_dims) - 1)}"

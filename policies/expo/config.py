@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from visuomotor.errors import InvalidInputError
-from visuomotor.policies.common.config import PolicyConfig
+from visuomotor.policies.common.config import MAX_TRAIN_TIMESTEPS, PolicyConfig
 
 ALGORITHMS = ("expo", "rlpd", "bc", "best_of_n")
 """What the online learner trains (architecture.md §EXPO): EXPO itself, and three baselines that share
@@ -111,6 +111,10 @@ class ExpoConfig(PolicyConfig):
         ):
             if getattr(self, name) < 1:
                 raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.diffusion_steps > MAX_TRAIN_TIMESTEPS:
+            raise InvalidInputError(
+                f"diffusion_steps must be <= {MAX_TRAIN_TIMESTEPS}, got {self.diffusion_steps}"
+            )
         if self.time_dim % 2:
             raise InvalidInputError(f"time_dim must be even (cos and sin features), got {self.time_dim}")
         if not 0.0 <= self.dropout < 1.0:

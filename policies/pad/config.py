@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.errors import InvalidInputError
-from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig
+from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig, check_timesteps
 
 
 @dataclass
@@ -72,11 +72,7 @@ class PadConfig(PolicyConfig):
             raise InvalidInputError(
                 f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
             )
-        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise InvalidInputError(
-                f"num_inference_steps must be in [1, num_train_timesteps={self.num_train_timesteps}], "
-                f"got {self.num_inference_steps}"
-            )
+        check_timesteps(self.num_train_timesteps, self.num_inference_steps)
 
     def validate_inputs(self) -> None:
         super().validate_inputs()

@@ -14,6 +14,7 @@ import json
 import textwrap
 import types
 import typing
+from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
@@ -137,6 +138,30 @@ def from_dict[T](cls: type[T], data: dict[str, Any], where: str = "config") -> T
         return cls(**values)
     except TypeError as exc:  # a value of the right type that __post_init__ cannot compare or combine
         raise InvalidInputError(f"{where}: {exc}") from exc
+
+
+def check_bounds(
+    config: Any,
+    names: Iterable[str],
+    low: float,
+    high: float | None = None,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> None:
+    """Each named field of `config` lies in [low, high] (or (low, ..., ...) when open); otherwise one error
+    naming the field, the interval and the value. The configs' range checks all go through here."""
+    for name in names:
+        value = getattr(config, name)
+        fits = (value > low if open_low else value >= low) and (
+            high is None or (value < high if open_high else value <= high)
+        )
+        if not fits:
+            if high is None:
+                rule = f"{'>' if open_low else '>='} {low:g}"
+            else:
+                rule = f"in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+            raise InvalidInputError(f"{name} must be {rule}, got {value}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:

@@ -32,7 +32,7 @@ from visuomotor.checkpoint import (
     save_training_checkpoint,
     update_training_state,
 )
-from visuomotor.configs import apply_overrides, from_dict, to_dict
+from visuomotor.configs import apply_overrides, check_bounds, from_dict, to_dict
 from visuomotor.errors import InvalidInputError, MissingPathError, PathExistsError
 from visuomotor.rundir import RunDir, pretrained_model
 from visuomotor.video_data import VideoWindows, mix_video, open_video
@@ -86,13 +86,8 @@ class TrainConfig:
     """Share of each batch drawn from `video_data` (PAD's code: 0.3)."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "save_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.video_fraction < 1.0:
-            raise InvalidInputError(f"video_fraction must be in [0, 1), got {self.video_fraction}")
-        if not 0.0 <= self.val_ratio < 1.0:
-            raise InvalidInputError(f"val_ratio must be in [0, 1), got {self.val_ratio}")
+        check_bounds(self, ["steps", "batch_size", "save_every", "log_every"], 1)
+        check_bounds(self, ["video_fraction", "val_ratio"], 0, 1, open_high=True)
         if self.lr <= 0:
             raise InvalidInputError(f"lr must be positive, got {self.lr}")
 

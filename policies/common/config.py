@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from visuomotor.configs import apply_overrides
+from visuomotor.configs import apply_overrides, check_bounds
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.datasets.store import is_image_key
 from visuomotor.errors import InvalidInputError
@@ -101,10 +101,7 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         _check_device(self.device)
-        if self.n_obs_steps < 1:
-            raise InvalidInputError(f"n_obs_steps must be >= 1, got {self.n_obs_steps}")
-        if self.horizon < 1:
-            raise InvalidInputError(f"horizon must be >= 1, got {self.horizon}")
+        check_bounds(self, ["n_obs_steps", "horizon"], 1)
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise InvalidInputError(
                 f"n_action_steps must be in [1, horizon - n_obs_steps + 1] = [1, "
@@ -122,14 +119,9 @@ class PolicyConfig:
         bad = [k for k in self.image_keys if not is_image_key(k)]
         if bad:
             raise InvalidInputError(f"image_keys must start with 'observation.images.', got {bad}")
-        if not 0.1 <= self.crop_ratio <= 1.0:
-            raise InvalidInputError(f"crop_ratio must be in [0.1, 1], got {self.crop_ratio}")
-        if self.shift_pad < 0:
-            raise InvalidInputError(f"shift_pad must be >= 0, got {self.shift_pad}")
-        if self.state_noise < 0:
-            raise InvalidInputError(f"state_noise must be >= 0, got {self.state_noise}")
-        if not 0.0 <= self.mixup <= 1.0:
-            raise InvalidInputError(f"mixup must be in [0, 1], got {self.mixup}")
+        check_bounds(self, ["crop_ratio"], 0.1, 1)
+        check_bounds(self, ["shift_pad", "state_noise"], 0)
+        check_bounds(self, ["mixup"], 0, 1)
         if self.mixup > 0 and self.image_keys:
             raise InvalidInputError(
                 f"mixup mixes low-dim states and actions; this policy also sees images {list(self.image_keys)}"

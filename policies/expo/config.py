@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from visuomotor.configs import check_bounds
 from visuomotor.errors import InvalidInputError
 from visuomotor.policies.common.config import MAX_TRAIN_TIMESTEPS, PolicyConfig
 
@@ -101,24 +102,15 @@ class ExpoConfig(PolicyConfig):
         _one_of("algorithm", self.algorithm, ALGORITHMS)
         _one_of("beta_schedule", self.beta_schedule, ("vp", "cosine", "linear"))
         _one_of("sampler", self.sampler, ("ddpm", "ddim"))
-        for name in (
-            "hidden_dim",
-            "num_blocks",
-            "block_expansion",
-            "time_dim",
-            "diffusion_steps",
-            "num_samples",
-        ):
-            if getattr(self, name) < 1:
-                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        names = ("hidden_dim", "num_blocks", "block_expansion", "time_dim", "diffusion_steps", "num_samples")
+        check_bounds(self, names, 1)
         if self.diffusion_steps > MAX_TRAIN_TIMESTEPS:
             raise InvalidInputError(
                 f"diffusion_steps must be <= {MAX_TRAIN_TIMESTEPS}, got {self.diffusion_steps}"
             )
         if self.time_dim % 2:
             raise InvalidInputError(f"time_dim must be even (cos and sin features), got {self.time_dim}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
+        check_bounds(self, ["dropout"], 0, 1, open_high=True)
         if not 0.0 <= self.edit_scale <= 1.0 or (self.algorithm == "expo" and self.edit_scale == 0.0):
             raise InvalidInputError(
                 f"edit_scale (beta) must be in (0, 1] for algorithm 'expo' (beta = 0 is the best_of_n "
@@ -201,17 +193,10 @@ class OnlineConfig:
     def __post_init__(self) -> None:
         if not 1 <= self.utd <= 1000:
             raise InvalidInputError(f"utd (updates per env step) must be in [1, 1000], got {self.utd}")
-        for name in ("online_steps", "batch_size", "save_every", "log_every", "lr_decay_updates"):
-            if getattr(self, name) < 1:
-                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("random_steps", "max_episode_steps", "eval_every", "eval_episodes", "threads"):
-            if getattr(self, name) < 0:
-                raise InvalidInputError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0.0 <= self.offline_ratio < 1.0:
-            raise InvalidInputError(f"offline_ratio must be in [0, 1), got {self.offline_ratio}")
-        for name in ("discount", "tau", "ema_tau"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise InvalidInputError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        check_bounds(self, ["online_steps", "batch_size", "save_every", "log_every", "lr_decay_updates"], 1)
+        check_bounds(self, ["random_steps", "max_episode_steps", "eval_every", "eval_episodes", "threads"], 0)
+        check_bounds(self, ["offline_ratio"], 0, 1, open_high=True)
+        check_bounds(self, ["discount", "tau", "ema_tau"], 0, 1, open_low=True)
         if self.lr <= 0 or self.init_temperature <= 0 or self.weight_decay < 0:
             raise InvalidInputError(
                 f"lr and init_temperature must be positive and weight_decay >= 0, got lr={self.lr}, "

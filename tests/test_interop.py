@@ -406,3 +406,23 @@ def test_conversion_options_are_checked(tmp_path):
     assert code == 2 and "--to lerobot" in err
     assert convert(src, tmp_path / "b.zarr", fps=50).fps == 50
     assert not (tmp_path / "a").exists()
+
+
+def test_the_loader_benchmark_gives_lerobot_the_windows_it_gives_ours(exported):
+    """`bench dataload` times LeRobot's DataLoader on the windows ours produce: state and camera at t-1, t and
+    16 actions from t-1 (held at the episode's ends, LeRobot's padding)."""
+    from visuomotor.eval.bench.lerobot_dataload import lerobot_loader
+
+    _src, written, dst = exported
+    loader = lerobot_loader(dst, 15, CAMERA, workers=0)
+    dataset = loader.dataset
+    t = 4  # frame 4 of episode 0: every window step inside the episode for the observations
+    item = dataset[t]
+    assert tuple(item[CAMERA].shape) == (2, 3, HW, HW)
+    np.testing.assert_allclose(
+        item["observation.state"].numpy(), written[0]["observation.state"][t - 1 : t + 1]
+    )
+    actions = written[0]["action"]
+    expected = np.stack([actions[min(max(k, 0), len(actions) - 1)] for k in range(t - 1, t + 15)])
+    np.testing.assert_allclose(item["action"].numpy(), expected)
+    assert next(iter(loader))["action"].shape == (64 if len(dataset) >= 64 else len(dataset), 16, 2)

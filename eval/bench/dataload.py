@@ -15,6 +15,7 @@ Two more figures:
   (`posix_fadvise(DONTNEED)` after `sync`), so chunk files come from the storage device: a first epoch.
 - single random 64x64 frames per second through our direct chunk reader against zarr's own
   `array[i]` (its async codec pipeline), both from the page cache.
+And LeRobot's loader against ours on the same frames (`lerobot_dataload.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 
 from visuomotor.datasets import EpisodeStore, SequenceSampler, WindowSpec
 from visuomotor.datasets.torch_data import make_dataloader
+from visuomotor.eval.bench.lerobot_dataload import compare
 from visuomotor.keys import IMAGE_PREFIX, image_key
 
 log = logging.getLogger(__name__)
@@ -155,6 +157,7 @@ def run_benchmark(
         log.info("cold page cache, one pass: %s windows/s", {k: round(v) for k, v in cold.items()})
         frames = frames_per_second(store, camera, seconds) if camera else None
         log.info("random single frames/s: %s", frames)
+        peer = compare(store, camera, seconds, 2 if quick else 20) if camera else None
         out: dict[str, Any] = {
             "benchmark": "dataload",
             "date": time.strftime("%Y-%m-%d"),
@@ -171,6 +174,7 @@ def run_benchmark(
             "image64_windows_per_s": best.get("image64"),
             "cold_windows_per_s": cold,
             "camera_frames_per_s": frames,
+            "lerobot_comparison": peer,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_rss_children_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         }

@@ -9,6 +9,9 @@ import pytest
 
 from visuomotor import cli
 from visuomotor.errors import InvalidInputError, MissingKeyError, MissingPathError, UserError
+from visuomotor.policies import make_config
+from visuomotor.policies.expo.config import OnlineConfig
+from visuomotor.train import TrainConfig
 
 
 def test_user_errors_are_also_the_builtin_errors_callers_catch():
@@ -38,3 +41,26 @@ def test_an_internal_error_keeps_its_traceback(monkeypatch, tmp_path, exc):
     args._module = _command(exc)
     with pytest.raises(type(exc), match="internal"):
         cli.main([])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: TrainConfig(steps=0), "steps must be >= 1, got 0"),
+        (lambda: TrainConfig(val_ratio=1.0), r"val_ratio must be in \[0, 1\), got 1.0"),
+        (lambda: make_config("diffusion", crop_ratio=0.05), r"crop_ratio must be in \[0.1, 1\], got 0.05"),
+        (lambda: make_config("diffusion", shift_pad=-1), "shift_pad must be >= 0, got -1"),
+        (lambda: make_config("diffusion", horizon=0), "horizon must be >= 1, got 0"),
+        (lambda: OnlineConfig(tau=0.0), r"tau must be in \(0, 1\], got 0.0"),
+        (lambda: OnlineConfig(offline_ratio=-0.1), r"offline_ratio must be in \[0, 1\), got -0.1"),
+    ],
+)
+def test_a_value_out_of_range_names_the_field_the_interval_and_the_value(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_values_on_the_bounds_are_accepted():
+    TrainConfig(steps=1, val_ratio=0.0)
+    make_config("diffusion", crop_ratio=1.0, shift_pad=0)
+    OnlineConfig(tau=1.0, offline_ratio=0.0)

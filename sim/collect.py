@@ -292,8 +292,9 @@ def _check_append_compatible(store: Any, env: str, tasks: list[str], cfg: EnvCon
         problems.append(f"cameras {attrs.get('cameras')} (asked for {list(cfg.cameras)})")
     if attrs.get("image_size") is not None and int(attrs["image_size"]) != cfg.image_size:
         problems.append(f"image size {attrs['image_size']} (asked for {cfg.image_size})")
-    if cfg.camera_pose is not None and camera_pose_of(attrs) not in (None, cfg.camera_pose):
-        problems.append(f"camera pose {camera_pose_of(attrs)!r} (asked for {cfg.camera_pose!r})")
+    stored_pose = camera_pose_of(attrs)
+    if cfg.camera_pose is not None and stored_pose not in (None, cfg.camera_pose):
+        problems.append(f"camera pose {stored_pose!r} (asked for {cfg.camera_pose!r})")
     if "collection" not in attrs:
         problems.append("no collection attributes (not written by `visuomotor collect`)")
     if problems:
@@ -335,9 +336,7 @@ def collect(
     if max_attempts < episodes:
         raise InvalidInputError(f"--max-attempts ({max_attempts}) must be >= --episodes ({episodes})")
     task_ids = list(load_sim(env_cfg.sim_module).expand_env_id(env))
-    if env_cfg.camera_pose is not None:
-        for task_id in task_ids:
-            check_camera_pose(task_id, env_cfg.camera_pose)
+    check_camera_pose(env, env_cfg.camera_pose)
     out = Path(out)
     store, used, env_cfg = _open_existing(out, env, task_ids, env_cfg)
 
@@ -401,8 +400,8 @@ def _open_existing(
     store = EpisodeStore.open(out, mode="a")
     if env_cfg.cameras is None and store.attrs.get("cameras"):
         env_cfg = dataclasses.replace(env_cfg, cameras=tuple(store.attrs["cameras"]))  # the store's
-    if env_cfg.camera_pose is None and camera_pose_of(store.attrs) is not None:
-        env_cfg = dataclasses.replace(env_cfg, camera_pose=camera_pose_of(store.attrs))  # the store's view
+    if env_cfg.camera_pose is None:  # the store's view, if it recorded one
+        env_cfg = dataclasses.replace(env_cfg, camera_pose=camera_pose_of(store.attrs))
     _check_append_compatible(store, env, task_ids, env_cfg)
     logger.info("appending to %s (%d episodes already)", out, store.num_episodes)
     return store, _used_seeds(store), env_cfg

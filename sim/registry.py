@@ -166,11 +166,13 @@ DEFAULT_CORNER2_POSE = "lerobot"
 
 
 def check_camera_pose(env_id: str, pose: str | None) -> str | None:
-    """The corner2 pose to build `env_id` with (None: the env's default); one error naming a bad one."""
+    """The corner2 pose to build `env_id` (an env or a task set: each of its envs) with (None: the env's
+    default); one error naming a bad one."""
     if pose is None:
         return None
-    if get_spec(env_id).suite != "metaworld":
-        raise InvalidInputError(f"camera pose applies to Metaworld's corner2 camera only, not to {env_id}")
+    for one in expand_env_id(env_id):
+        if get_spec(one).suite != "metaworld":
+            raise InvalidInputError(f"camera pose applies to Metaworld's corner2 camera only, not to {one}")
     if pose not in CORNER2_POSES:
         raise InvalidInputError(f"unknown camera pose {pose!r}. Valid: {', '.join(CORNER2_POSES)}")
     return pose

@@ -84,14 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from visuomotor.eval.rollout import EnvConfig, evaluate, plot_success, write_json
-    from visuomotor.sim.registry import check_camera_pose, expand_env_id
+    from visuomotor.sim.registry import check_camera_pose
 
     views = _policy_and_views(args)
     if args.videos_per_task < 0:
         raise InvalidInputError(f"--videos-per-task must be >= 0, got {args.videos_per_task}")
     videos = args.videos_per_task if args.video else 0
-    for env_id in expand_env_id(args.env):
-        check_camera_pose(env_id, views.camera_pose)
+    check_camera_pose(args.env, views.camera_pose)
     cfg = EnvConfig(
         cameras=views.cameras,
         image_size=views.image_size or 64,

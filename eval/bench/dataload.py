@@ -73,16 +73,19 @@ def measure(
     spec = WindowSpec(n_obs_steps=2, horizon=16, obs_keys=keys)
     sampler = SequenceSampler(store, spec, cache_bytes=(2 << 30) if cache == "memory" else 0)
     sampler.warm()
-    loader = make_dataloader(sampler, batch_size, num_workers=workers, seed=0)
+    return windows_per_second(make_dataloader(sampler, batch_size, num_workers=workers, seed=0), seconds)
+
+
+def windows_per_second(loader: Any, seconds: float) -> float:
+    """Windows per second of a loader (any DataLoader), timed for `seconds` after its first batch."""
     n, start, first = 0, 0.0, True
     while True:
         for batch in loader:
             if first:  # warm-up batch: worker start-up is not throughput
                 first, start = False, time.perf_counter()
                 continue
-            n += batch["action"].shape[0]
+            n += len(batch["action"])
             if time.perf_counter() - start >= seconds:
-                del loader
                 return n / (time.perf_counter() - start)
 
 

@@ -24,19 +24,6 @@ log = logging.getLogger(__name__)
 BATCH = 64
 
 
-def _rate(loader: Any, seconds: float) -> float:
-    """Windows per second of a DataLoader over `seconds` after its first (warm-up) batch."""
-    n, start, first = 0, 0.0, True
-    while True:
-        for batch in loader:
-            if first:
-                first, start = False, time.perf_counter()
-                continue
-            n += len(batch["action"])
-            if time.perf_counter() - start >= seconds:
-                return n / (time.perf_counter() - start)
-
-
 def _subset(store: EpisodeStore, episodes: int, path: Path) -> EpisodeStore:
     """The first `episodes` episodes of `store` as a store of their own (the export takes minutes per 100)."""
     out = EpisodeStore.create(path, fps=store.fps, env_id=store.attrs.get("env_id", ""))
@@ -65,7 +52,7 @@ def lerobot_loader(root: Path, fps: float, camera: str, workers: int) -> Any:
 def compare(store: EpisodeStore, camera: str, seconds: float, episodes: int) -> dict[str, Any]:
     """LeRobot's and our windows/s on the first `episodes` episodes of `store` (state + `camera`)."""
     from visuomotor.datasets.interop.lerobot_export import export_lerobot
-    from visuomotor.eval.bench.dataload import measure
+    from visuomotor.eval.bench.dataload import measure, windows_per_second
 
     with tempfile.TemporaryDirectory(prefix="vm-bench-lerobot-") as tmp:
         subset = _subset(store, episodes, Path(tmp) / "subset.zarr")
@@ -74,7 +61,7 @@ def compare(store: EpisodeStore, camera: str, seconds: float, episodes: int) -> 
         export_s = time.perf_counter() - t0
         rows = []
         for workers in (0, 2):
-            rate = _rate(lerobot_loader(root, subset.fps, camera, workers), seconds)
+            rate = windows_per_second(lerobot_loader(root, subset.fps, camera, workers), seconds)
             rows.append({"loader": "lerobot", "workers": workers, "windows_per_s": rate})
             for cache in ("memory", "decode"):
                 ours = measure(subset, ("observation.state", camera), cache, workers, seconds, BATCH)

@@ -19,12 +19,10 @@ MAX_TRAIN_TIMESTEPS = 10_000
 the schedule's tables are built at load, so a damaged config.json must not ask for 2^40 of them."""
 
 
-def check_timesteps(num_train_timesteps: int, num_inference_steps: int) -> None:
+def check_timesteps(config: Any) -> None:
     """The diffusion step counts Diffusion Policy and PAD share: one error naming the field."""
-    if not 1 <= num_train_timesteps <= MAX_TRAIN_TIMESTEPS:
-        raise InvalidInputError(
-            f"num_train_timesteps must be in [1, {MAX_TRAIN_TIMESTEPS}], got {num_train_timesteps}"
-        )
+    check_bounds(config, ["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
+    num_train_timesteps, num_inference_steps = config.num_train_timesteps, config.num_inference_steps
     if not 1 <= num_inference_steps <= num_train_timesteps:
         raise InvalidInputError(
             f"num_inference_steps must be in [1, num_train_timesteps={num_train_timesteps}], "

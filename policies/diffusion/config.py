@@ -53,7 +53,7 @@ class DiffusionConfig(PolicyConfig):
             raise InvalidInputError(
                 f"prediction_type must be epsilon or sample, got {self.prediction_type!r}"
             )
-        check_timesteps(self.num_train_timesteps, self.num_inference_steps)
+        check_timesteps(self)
         if self.horizon % (2 ** (len(self.down_dims) - 1)):
             raise InvalidInputError(
                 f"horizon {self.horizon} must be divisible by 2^(levels-1) = {2 ** (len(self.down_dims) - 1)}"

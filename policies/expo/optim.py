@@ -2,7 +2,8 @@
 
 Why not torch.optim: building its first optimiser imports torch._dynamo (measured: about 10 s on the
 shared 2-core machine while it was busy; 2.8 s once setup compiled the bytecode, 2026-12-03, with three
-jobs on the 2 cores), which every online run, its resume and every test subprocess would pay, and its step has more Python overhead than the tiny networks of the cpu preset take to
+jobs on the 2 cores), which every online run, its resume and every test subprocess would pay, and its
+step has more Python overhead than the tiny networks of the cpu preset take to
 compute. The update is the same as torch.optim's defaults (bit-identical over 50 steps of a small MLP when
 checked against torch.optim.Adam and AdamW on CPU) (Kingma & Ba 2015, bias-corrected; AdamW's weight decay
 decoupled, Loshchilov & Hutter 2019, applied as p <- p (1 - lr wd) before the Adam step), and its whole

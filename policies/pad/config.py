@@ -72,7 +72,7 @@ class PadConfig(PolicyConfig):
             raise InvalidInputError(
                 f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
             )
-        check_timesteps(self.num_train_timesteps, self.num_inference_steps)
+        check_timesteps(self)
 
     def validate_inputs(self) -> None:
         super().validate_inputs()

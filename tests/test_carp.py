@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 from fixtures import TINY_CARP, make_store, torchrun_cli
@@ -244,6 +245,38 @@ def test_resume_across_stages_matches_an_uninterrupted_run(tmp_path, store_path,
         b = load_file(str(resumed / "checkpoints" / f"step-{steps:07d}" / part))
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-6, atol=1e-7, msg=f"{part}:{key}")
+
+
+def test_ddp_trains_the_weights_one_process_trains_on_both_ranks_windows(tmp_path, store_path, monkeypatch):
+    """DDP splits the work without changing the optimisation: two ranks averaging their gradients end, in
+    both stages, with the weights of one process whose every batch is the two ranks' batches together
+    (same initial weights: rank 0 draws them and DDP broadcasts them; without drop-path CARP's losses
+    draw no noise). One process on rank 0's windows alone ends elsewhere, so the comparison can fail."""
+    no_noise = ("-o", "drop_path=0")
+    ddp = tmp_path / "ddp"
+    proc = torchrun_cli(carp_args(store_path, ddp, 12, *no_noise))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = tmp_path / "alone"
+    assert main(carp_args(store_path, alone, 12, *no_noise)) == 0
+
+    real = train_module.batch_indices
+
+    def both_ranks(n_windows: int, size: int, seed: int, step: int, rank: int):
+        assert rank == 0
+        return np.concatenate([real(n_windows, size // 2, seed, step, r) for r in (0, 1)])
+
+    monkeypatch.setattr(train_module, "batch_indices", both_ranks)
+    union = tmp_path / "union"
+    doubled = ("-t", "batch_size=128", "-o", "tokenizer_batch_size=32")  # carp_args: 64 and 16 per rank
+    assert main(carp_args(store_path, union, 12, *no_noise, *doubled)) == 0
+
+    def weights(run):
+        return load_file(str(run / "checkpoints" / "step-0000012" / "training_state" / "model.safetensors"))
+
+    reference, together, rank0 = weights(ddp), weights(union), weights(alone)
+    for key in reference:
+        torch.testing.assert_close(together[key], reference[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert any(not torch.allclose(rank0[k], reference[k], rtol=1e-5, atol=1e-6) for k in reference)
 
 
 def test_reusing_a_tokenizer_skips_stage_one(tmp_path, store_path, capsys):

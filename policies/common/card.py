@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from visuomotor.keys import IMAGE_PREFIX
+
 REPORTING_SEED_OFFSET = 100_000
 """Seeds from 1,000,000 + this on are reporting seeds (architecture.md §Evaluation, Seed protocol)."""
 
@@ -116,7 +118,7 @@ def _data_section(facts: CardFacts) -> str:
     d = facts.dataset
     cameras, size = d.get("cameras"), d.get("image_size")
     in_store = "unrecorded" if cameras is None else ", ".join(cameras) or "none"
-    seen = [k.removeprefix("observation.images.") for k in facts.config.get("image_keys", [])]
+    seen = [k.removeprefix(IMAGE_PREFIX) for k in facts.config.get("image_keys", [])]
     rows = [
         ("store", f"`{facts.store}`"),
         (
@@ -189,7 +191,7 @@ def train_command(
     """The `visuomotor train` command that builds run.json's configs again: the preset, the camera
     choice, then `-o` / `-t` for every field that differs from the preset (to_dict'd defaults)."""
     config = run["policy_config"]
-    cameras = [k.removeprefix("observation.images.") for k in config.get("image_keys", [])]
+    cameras = [k.removeprefix(IMAGE_PREFIX) for k in config.get("image_keys", [])]
     argv = ["visuomotor", "train"]
     if int(run.get("world_size", 1)) > 1:  # architecture.md §Training runs: torchrun, gloo on CPU
         argv = ["torchrun", "--nproc_per_node", str(run["world_size"]), "-m", "visuomotor.cli", "train"]

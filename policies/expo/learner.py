@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from visuomotor.datasets import EpisodeStore
+from visuomotor.keys import IMAGE_PREFIX
 from visuomotor.policies.expo.config import ExpoConfig, OnlineConfig
 from visuomotor.policies.expo.policy import ExpoPolicy
 from visuomotor.policies.expo.prepare import (
@@ -236,7 +237,7 @@ def _lowdim(obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return {
         k: np.asarray(v, np.float32)
         for k, v in obs.items()
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not k.startswith("observation.images.")
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and not k.startswith(IMAGE_PREFIX)
     }
 
 

@@ -52,16 +52,18 @@ def _stats(shape: tuple[int, ...], kind: str) -> dict[str, torch.Tensor]:
     return {"mean": mean, "std": torch.full(shape, 0.5), "min": mean - 1, "max": mean + 1}
 
 
-def save_lerobot_policy(directory: Path, policy_type: str, inputs: dict, **fields) -> Path:
+def save_lerobot_policy(
+    directory: Path, policy_type: str, inputs: dict, action_dim: int = 4, **fields
+) -> Path:
     """A randomly initialised LeRobot policy with statistics set, saved the way LeRobot saves one."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.factory import get_policy_class, make_policy_config, make_pre_post_processors
 
-    features = {**inputs, "action": ("ACTION", (4,))}
+    features = {**inputs, "action": ("ACTION", (action_dim,))}
     config = make_policy_config(
         policy_type,
         input_features={k: PolicyFeature(FeatureType(t), s) for k, (t, s) in inputs.items()},
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (4,))},
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (action_dim,))},
         pretrained_backbone_weights=None,
         device="cpu",
         push_to_hub=False,
@@ -157,6 +159,19 @@ def test_a_checkpoint_that_does_not_fit_the_env_is_one_error_naming_the_key(
 def test_robosuite_tasks_are_checked_the_same_way(act_dir, capsys):
     assert main(["eval", "--lerobot-checkpoint", str(act_dir), "--env", "robosuite/Lift"]) == 2
     assert "input 'observation.state' has shape [4]; robosuite/Lift gives [9]" in capsys.readouterr().err
+
+
+def test_a_lerobot_checkpoint_made_for_robosuite_rolls_out_there(tmp_path):
+    """Robosuite's Lift (9-d proprio, 10-d object state, 7-d action) through the same evaluator."""
+    inputs = {STATE: ("STATE", (9,)), ENV_STATE: ("ENV", (10,))}
+    lift = save_lerobot_policy(tmp_path / "lift_act", "act", inputs, action_dim=7, **TINY_ACT)
+    out = tmp_path / "lift.json"
+    args = ["eval", "--lerobot-checkpoint", str(lift), "--env", "robosuite/Lift", "--episodes", "1"]
+    assert main([*args, "--max-steps", "6", "--workers", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["per_task"].keys() == {"robosuite/Lift"}
+    assert [r["length"] for r in result["episode_results"]] == [6]  # ran its steps, failed (random weights)
+    assert result["success_rate"] == 0.0
 
 
 def test_lerobot_single_camera_is_the_first_rendered_one_and_other_types_are_refused(act_dir, tmp_path):

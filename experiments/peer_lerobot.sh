@@ -26,6 +26,10 @@ mkdir -p "$out"
     --rename observation.environment_state=privileged.environment_state
 [ -d "$out/demos_lerobot" ] || visuomotor dataset convert "$out/demos_noenv.zarr" "$out/demos_lerobot" \
     --to lerobot --repo-id local/peer_drawer_open
+# What LeRobot trains on: the frames after its AV1 encoding (PSNR against ours; low-dim arrays identical).
+[ -d "$out/demos_back.zarr" ] || visuomotor dataset convert "$out/demos_lerobot" "$out/demos_back.zarr"
+"${PYTHON:-python}" "$(dirname "$0")/roundtrip_fidelity.py" "$out/demos_noenv.zarr" "$out/demos_back.zarr" \
+    > "$out/roundtrip.json"
 
 # LeRobot's Diffusion Policy at our cpu preset's size: U-Net 64/128/256, step embedding 64, To = 2,
 # horizon 16, 8 actions per chunk, 90% random crop, DDIM-10 at inference, LeRobot's AdamW preset (lr 1e-4,

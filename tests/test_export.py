@@ -91,7 +91,7 @@ def test_card_command_rebuilds_the_run_configs(run_dir, tmp_path):
     from visuomotor.keys import image_key
     from visuomotor.policies import make_config
     from visuomotor.policies.common.card import DATA_FIELDS
-    from visuomotor.train import TRAIN_PRESETS, TrainConfig
+    from visuomotor.train import preset_train_config
 
     out = tmp_path / "model"
     assert main(["export", str(run_dir), str(out)]) == 0
@@ -104,9 +104,10 @@ def test_card_command_rebuilds_the_run_configs(run_dir, tmp_path):
     policy_over = parse_overrides(args.policy_override)
     cams = [] if args.cameras == "none" else args.cameras.split(",")
     policy_over["image_keys"] = json.dumps([image_key(c) for c in cams])
-    config = to_dict(apply_overrides(make_config(args.policy, args.preset), policy_over))
+    built = apply_overrides(make_config(args.policy, args.preset), policy_over)
+    config = to_dict(built)
     train = to_dict(
-        apply_overrides(TrainConfig(**TRAIN_PRESETS[args.preset]), parse_overrides(args.train_override))
+        apply_overrides(preset_train_config(args.preset, built), parse_overrides(args.train_override))
     )
     saved = json.loads((run_dir / "run.json").read_text())
     assert args.data == saved["data"] and train == saved["train_config"]

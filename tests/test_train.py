@@ -102,6 +102,17 @@ def test_a_new_run_sees_the_store_cameras_unless_told_otherwise(tmp_path, store_
     assert image_keys(tmp_path / "explicit") == []
 
 
+def test_a_policy_that_sees_a_camera_trains_longer_by_default():
+    from visuomotor.policies import make_config
+    from visuomotor.train import IMAGE_STEPS, TRAIN_PRESETS, preset_train_config
+
+    blind = make_config("diffusion", "cpu")
+    seeing = make_config("diffusion", "cpu", image_keys=[IMAGE_KEY])
+    assert preset_train_config("cpu", blind).steps == TRAIN_PRESETS["cpu"]["steps"] == 3000
+    assert preset_train_config("cpu", seeing).steps == IMAGE_STEPS["cpu"] == 6000
+    assert preset_train_config("paper", seeing).steps == TRAIN_PRESETS["paper"]["steps"]
+
+
 def test_relative_state_needs_a_metaworld_store(tmp_path, store_path, capsys):
     assert main(train_args(store_path, tmp_path / "run", 2, "--relative-state")) == 2
     err = capsys.readouterr().err

@@ -70,7 +70,7 @@ def gather(run_dir: Path, eval_json: str | None) -> tuple[Any, Any]:
     from visuomotor.policies.common.card import DATA_FIELDS, CardFacts, changed_fields, train_command
     from visuomotor.policies.common.saved import verify_weights
     from visuomotor.rundir import RunDir
-    from visuomotor.train import TRAIN_PRESETS, TrainConfig
+    from visuomotor.train import preset_train_config
 
     run_json = RunDir(run_dir).run_json
     if not run_json.is_file():
@@ -82,7 +82,7 @@ def gather(run_dir: Path, eval_json: str | None) -> tuple[Any, Any]:
     verify_weights(info)
     preset = record["preset"]
     policy_defaults = to_dict(make_config(info.policy, preset))
-    train_defaults = to_dict(TrainConfig(**TRAIN_PRESETS[preset]))
+    train_defaults = to_dict(preset_train_config(preset, info.config))
     config = to_dict(info.config)
     episodes, tasks = store_facts(record["data"], config)
     facts = CardFacts(

@@ -68,7 +68,10 @@ class ChunkScheduler:
         if len(candidates) == 1:
             return candidates[0]
         weights = np.exp(-self.decay * np.arange(len(candidates)))  # oldest chunk first, heaviest
-        return np.average(np.stack(candidates), axis=0, weights=weights)
+        # Averaged as offsets from the oldest chunk, so chunks that agree give their action exactly (a plain
+        # weighted mean of equal values can land an ulp away, depending on how numpy sums).
+        stacked = np.stack(candidates)
+        return stacked[0] + np.average(stacked - stacked[0], axis=0, weights=weights)
 
 
 class PolicyWorker:

@@ -16,16 +16,12 @@ import torch
 
 from visuomotor.datasets import EpisodeStore, SequenceSampler
 from visuomotor.policies import load_policy
+from visuomotor.policies.pad.pictures import psnr
 
 
-def squared_errors(real: np.ndarray, guess: np.ndarray) -> np.ndarray:
-    """Per future offset, the summed squared error over windows and pixels. real, guess (B, k, H, W, 3)."""
-    diff = real.astype(np.float64) - guess.astype(np.float64)
-    return (diff**2).sum(axis=(0, 2, 3, 4))
-
-
-def to_psnr(sse: np.ndarray, count: int) -> list[float]:
-    return [round(float(10 * np.log10(255.0**2 / (s / count))), 2) for s in sse]
+def per_offset_psnr(real: np.ndarray, guess: np.ndarray) -> list[float]:
+    """PSNR at each future offset over all windows. real, guess (B, k, H, W, 3) uint8."""
+    return [round(psnr(real[:, k], guess[:, k]), 2) for k in range(real.shape[1])]
 
 
 def measure(run: str, store_path: str, windows: int, batch: int = 16) -> dict[str, object]:
@@ -37,25 +33,23 @@ def measure(run: str, store_path: str, windows: int, batch: int = 16) -> dict[st
     tasks = sampler.tasks
     idx = np.linspace(0, len(sampler) - 1, min(windows, len(sampler))).astype(np.int64)
     generator = torch.Generator().manual_seed(0)
-    sse_model = sse_copy = None
-    pixels = 0
+    outs = []
     for start in range(0, len(idx), batch):
         sample = sampler.sample(idx[start : start + batch])
         # The store's task order need not be the policy's: hand over the task texts.
         sample["task"] = [tasks[i] for i in sample.pop("task_index")]
-        out = policy.frame_predictions(sample, generator)
-        copy = np.repeat(out["current"][:, None], out["real"].shape[1], axis=1)
-        m, c = squared_errors(out["real"], out["predicted"]), squared_errors(out["real"], copy)
-        sse_model = m if sse_model is None else sse_model + m
-        sse_copy = c if sse_copy is None else sse_copy + c
-        pixels += out["real"][:, 0].size
+        outs.append(policy.frame_predictions(sample, generator))
+    current, real, predicted = (
+        np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")
+    )
+    copy = np.repeat(current[:, None], real.shape[1], axis=1)
     return {
         "run": run,
         "store": store_path,
         "windows": len(idx),
         "offsets": list(config.future_offsets),
-        "psnr_predicted_db": to_psnr(sse_model, pixels),
-        "psnr_copy_current_db": to_psnr(sse_copy, pixels),
+        "psnr_predicted_db": per_offset_psnr(real, predicted),
+        "psnr_copy_current_db": per_offset_psnr(real, copy),
     }
 
 

@@ -16,12 +16,7 @@ import numpy as np
 
 from visuomotor.datasets import EpisodeStore
 from visuomotor.datasets.store import is_image_key
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 image arrays, in dB (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+from visuomotor.policies.pad.pictures import psnr
 
 
 def fidelity(original: EpisodeStore, copy: EpisodeStore) -> dict[str, dict[str, float | bool]]:

@@ -102,6 +102,24 @@ def test_a_new_run_sees_the_store_cameras_unless_told_otherwise(tmp_path, store_
     assert image_keys(tmp_path / "explicit") == []
 
 
+def test_an_expo_run_reads_low_dim_state_unless_told_otherwise(tmp_path, store_path, caplog):
+    # EXPO's online learner reads low-dim state only, so its BC run (the --init checkpoint) must not
+    # pick up the store's cameras by default; --cameras still wins.
+    def expo_args(out: Path, *extra: str) -> list[str]:
+        return ["train", "--policy", "expo", "--data", str(store_path), "--out", str(out), "--steps", "2",
+                "-o", "hidden_dim=16", "-o", "num_blocks=1", "-o", "action_norm=min_max", *TRAIN, *extra]  # fmt: skip
+
+    caplog.set_level("INFO", logger="visuomotor.train")
+    assert main(expo_args(tmp_path / "expo")) == 0
+    config = json.loads((tmp_path / "expo" / "run.json").read_text())["policy_config"]
+    assert config["image_keys"] == []
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inputs:")]
+    assert said == ["inputs: observation.state 4, task (2 tasks)"]
+    assert main(expo_args(tmp_path / "seeing", "--cameras", "top")) == 0
+    config = json.loads((tmp_path / "seeing" / "run.json").read_text())["policy_config"]
+    assert config["image_keys"] == ["observation.images.top"]
+
+
 def test_a_policy_that_sees_a_camera_trains_longer_by_default():
     from visuomotor.policies import make_config
     from visuomotor.train import IMAGE_STEPS, TRAIN_PRESETS, preset_train_config

@@ -126,7 +126,8 @@ def check_online_inputs(config: ExpoConfig, store: EpisodeStore) -> None:
     if config.image_keys or config.use_tasks:
         raise InvalidInputError(
             "online EXPO runs from low-dim state on one task: image_keys must be empty and the policy must "
-            f"not be task-conditioned (image_keys={list(config.image_keys)}, tasks={config.tasks})"
+            f"not be task-conditioned (image_keys={list(config.image_keys)}, tasks={config.tasks}); train the "
+            "--init checkpoint with --cameras none on a one-task store"
         )
     for key in config.input_keys:
         if key not in store.keys:

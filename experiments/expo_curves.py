@@ -1,0 +1,125 @@
+"""EXPO against its baselines (RLPD-style SAC, best-of-N, BC) from the online runs' learning curves
+(BENCHMARKS.md, EXPO): success against environment steps per task, the mean over seeds with the min-max
+band, the env steps each method needs to reach a success rate (the issue's 90%), and whether EXPO ever
+fell below its starting (BC) success by more than that evaluation's 95% interval.
+
+Every online run (`visuomotor train --policy expo --env ... --online-steps N`) writes run.json and
+curves.json; this script reads every run directory under ROOT that has both, and groups them by
+algorithm and env from run.json (the seed from its online config).
+
+    python experiments/expo_curves.py runs --out out/expo [--threshold 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ORDER = ("expo", "rlpd", "best_of_n", "bc")
+LABELS = {"expo": "EXPO", "rlpd": "RLPD-style SAC", "best_of_n": "best-of-N (beta 0)", "bc": "BC only"}
+
+
+def load_runs(root: Path) -> dict[tuple[str, str], dict[int, list[dict[str, Any]]]]:
+    """{(algorithm, env_id): {seed: curve}} for every finished-or-not online run under root."""
+    runs: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = defaultdict(dict)
+    for run_json in sorted(root.glob("*/run.json")):
+        meta = json.loads(run_json.read_text())
+        curves = run_json.parent / "curves.json"
+        if meta.get("kind") != "online" or not curves.exists():
+            continue
+        algorithm = meta["policy_config"]["algorithm"]
+        seed = int(meta["online_config"]["seed"])
+        runs[(algorithm, meta["env_id"])][seed] = json.loads(curves.read_text())
+    return runs
+
+
+def steps_to(curve: list[dict[str, Any]], threshold: float) -> int | None:
+    """The first evaluated env step at which the success rate reached `threshold`; None if never."""
+    return next((c["env_steps"] for c in curve if c["success_rate"] >= threshold), None)
+
+
+def fell_below_start(curve: list[dict[str, Any]]) -> bool:
+    """Some later evaluation lies below the lower end of the step-0 evaluation's 95% interval."""
+    start_low = curve[0]["ci95"][0]
+    return any(c["success_rate"] < start_low for c in curve[1:])
+
+
+def summarise(seeds: dict[int, list[dict[str, Any]]], threshold: float) -> dict[str, Any]:
+    """Mean/min/max success at the env steps every seed evaluated, and per-seed steps to threshold."""
+    common = sorted(set.intersection(*({c["env_steps"] for c in curve} for curve in seeds.values())))
+    table = np.array(
+        [
+            [next(c["success_rate"] for c in curve if c["env_steps"] == s) for s in common]
+            for curve in seeds.values()
+        ]
+    )
+    return {
+        "seeds": sorted(seeds),
+        "env_steps": common,
+        "mean": table.mean(0).round(4).tolist(),
+        "min": table.min(0).tolist(),
+        "max": table.max(0).tolist(),
+        "steps_to_threshold": {s: steps_to(curve, threshold) for s, curve in sorted(seeds.items())},
+        "fell_below_start": {s: fell_below_start(curve) for s, curve in sorted(seeds.items())},
+    }
+
+
+def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted(summary)
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        for algorithm in (a for a in ORDER if a in summary[env]):
+            s = summary[env][algorithm]
+            (line,) = ax.plot(s["env_steps"], s["mean"], marker="o", ms=3, label=LABELS[algorithm])
+            ax.fill_between(s["env_steps"], s["min"], s["max"], color=line.get_color(), alpha=0.2)
+        ax.axhline(threshold, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(env.split("/")[-1], fontsize=9)
+        ax.set_xlabel("environment steps")
+    axes[0][0].set_ylabel("success rate (mean, min-max over seeds)")
+    axes[0][-1].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out / "expo_curves.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("root", type=Path, help="directory holding the online run directories")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--threshold", type=float, default=0.9)
+    args = parser.parse_args()
+    runs = load_runs(args.root)
+    if not runs:
+        raise SystemExit(f"{args.root}: no online runs (directories with run.json and curves.json)")
+    summary: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for (algorithm, env), seeds in sorted(runs.items()):
+        summary[env][algorithm] = summarise(seeds, args.threshold)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "expo_curves.json").write_text(json.dumps(summary, indent=2))
+    plot(summary, args.out, args.threshold)
+    for env, by_algorithm in sorted(summary.items()):
+        for algorithm in (a for a in ORDER if a in by_algorithm):
+            s = by_algorithm[algorithm]
+            curve = " ".join(f"{m:.2f}" for m in s["mean"])
+            print(
+                f"{env:32s} {algorithm:10s} seeds {s['seeds']} mean success at {s['env_steps']}: {curve}; "
+                f"steps to {args.threshold:.0%}: {list(s['steps_to_threshold'].values())}; "
+                f"fell below start: {sum(s['fell_below_start'].values())}/{len(s['seeds'])}"
+            )
+
+
+if __name__ == "__main__":
+    main()

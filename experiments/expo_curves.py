@@ -13,6 +13,7 @@ algorithm and env from run.json (the seed from its online config).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,15 @@ from typing import Any
 import numpy as np
 
 ORDER = ("expo", "rlpd", "best_of_n", "bc")
+PROTOCOL = {
+    "seed",
+    "online_steps",
+    "eval_every",
+    "eval_episodes",
+    "save_every",
+    "log_every",
+    "keep_checkpoints",
+}
 LABELS = {"expo": "EXPO", "rlpd": "RLPD-style SAC", "best_of_n": "best-of-N (beta 0)", "bc": "BC only"}
 
 
@@ -32,10 +42,23 @@ def load_runs(root: Path) -> dict[tuple[str, str], dict[int, list[dict[str, Any]
         curves = run_json.parent / "curves.json"
         if meta.get("kind") != "online" or not curves.exists():
             continue
-        algorithm = meta["policy_config"]["algorithm"]
         seed = int(meta["online_config"]["seed"])
-        runs[(algorithm, meta["env_id"])][seed] = json.loads(curves.read_text())
+        runs[(method(meta), meta["env_id"])][seed] = json.loads(curves.read_text())
     return runs
+
+
+def method(meta: dict[str, Any]) -> str:
+    """The run's algorithm, with the learner settings it changed from its preset (seeds and the evaluation
+    protocol aside), so that a variant (e.g. expo init_temperature=0.01) is its own method."""
+    from visuomotor.policies.expo.config import ONLINE_PRESETS, OnlineConfig
+
+    preset = dataclasses.asdict(OnlineConfig(**ONLINE_PRESETS[meta["preset"]]))
+    changed = [
+        f"{k}={v}"
+        for k, v in sorted(meta["online_config"].items())
+        if k not in PROTOCOL and preset.get(k) != v
+    ]
+    return " ".join([meta["policy_config"]["algorithm"], *changed])
 
 
 def steps_to(curve: list[dict[str, Any]], threshold: float) -> int | None:
@@ -69,6 +92,13 @@ def summarise(seeds: dict[int, list[dict[str, Any]]], threshold: float) -> dict[
     }
 
 
+def ordered(methods: dict[str, Any]) -> list[str]:
+    """EXPO, then the baselines, each followed by its variants."""
+    return sorted(
+        methods, key=lambda m: (ORDER.index(m.split()[0]) if m.split()[0] in ORDER else len(ORDER), m)
+    )
+
+
 def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: float) -> None:
     import matplotlib
 
@@ -78,9 +108,10 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
     envs = sorted(summary)
     fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
-        for algorithm in (a for a in ORDER if a in summary[env]):
+        for algorithm in ordered(summary[env]):
             s = summary[env][algorithm]
-            (line,) = ax.plot(s["env_steps"], s["mean"], marker="o", ms=3, label=LABELS[algorithm])
+            label = LABELS.get(algorithm, algorithm)
+            (line,) = ax.plot(s["env_steps"], s["mean"], marker="o", ms=3, label=label)
             ax.fill_between(s["env_steps"], s["min"], s["max"], color=line.get_color(), alpha=0.2)
         ax.axhline(threshold, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0, 1.02)
@@ -91,6 +122,27 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
     fig.tight_layout()
     fig.savefig(out / "expo_curves.png", dpi=110)
     plt.close(fig)
+
+
+def markdown(summary: dict[str, dict[str, dict[str, Any]]], threshold: float) -> str:
+    """One row per task and method: success at the start and at the end (mean [min, max] over seeds)."""
+    rows = [
+        f"| task | method | seeds | start | end, mean [min, max] | env steps to {threshold:.0%} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env, by_algorithm in sorted(summary.items()):
+        for algorithm in ordered(by_algorithm):
+            s = by_algorithm[algorithm]
+            reached = [v for v in s["steps_to_threshold"].values() if v is not None]
+            to = f"{len(reached)}/{len(s['seeds'])} seeds" + (
+                f", mean {np.mean(reached):,.0f}" if reached else ""
+            )
+            end = f"{s['mean'][-1]:.0%} [{s['min'][-1]:.0%}, {s['max'][-1]:.0%}] at {s['env_steps'][-1]:,}"
+            label = LABELS.get(algorithm, algorithm)
+            rows.append(
+                f"| {env.split('/')[-1]} | {label} | {len(s['seeds'])} | {s['mean'][0]:.0%} | {end} | {to} |"
+            )
+    return "\n".join(rows)
 
 
 def main() -> None:
@@ -110,8 +162,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "expo_curves.json").write_text(json.dumps(summary, indent=2))
     plot(summary, args.out, args.threshold)
+    print(markdown(summary, args.threshold))
     for env, by_algorithm in sorted(summary.items()):
-        for algorithm in (a for a in ORDER if a in by_algorithm):
+        for algorithm in ordered(by_algorithm):
             s = by_algorithm[algorithm]
             curve = " ".join(f"{m:.2f}" for m in s["mean"])
             print(

@@ -142,6 +142,13 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], threshold: float) ->
             rows.append(
                 f"| {env.split('/')[-1]} | {label} | {len(s['seeds'])} | {s['mean'][0]:.0%} | {end} | {to} |"
             )
+    rows.append("")
+    rows.append("| method | tasks | mean over tasks, start -> end |")
+    rows.append("|---|---|---|")
+    for algorithm in ordered({m: None for by in summary.values() for m in by}):
+        runs = [by[algorithm] for by in summary.values() if algorithm in by]
+        start, end = np.mean([s["mean"][0] for s in runs]), np.mean([s["mean"][-1] for s in runs])
+        rows.append(f"| {LABELS.get(algorithm, algorithm)} | {len(runs)} | {start:.1%} -> {end:.1%} |")
     return "\n".join(rows)
 
 

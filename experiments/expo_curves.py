@@ -106,20 +106,23 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
     import matplotlib.pyplot as plt
 
     envs = sorted(summary)
+    methods = ordered({m: None for by in summary.values() for m in by})
+    colors = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
         for algorithm in ordered(summary[env]):
             s = summary[env][algorithm]
             label = LABELS.get(algorithm, algorithm)
-            (line,) = ax.plot(s["env_steps"], s["mean"], marker="o", ms=3, label=label)
-            ax.fill_between(s["env_steps"], s["min"], s["max"], color=line.get_color(), alpha=0.2)
+            ax.plot(s["env_steps"], s["mean"], marker="o", ms=3, label=label, color=colors[algorithm])
+            ax.fill_between(s["env_steps"], s["min"], s["max"], color=colors[algorithm], alpha=0.2)
         ax.axhline(threshold, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0, 1.02)
         ax.set_title(env.split("/")[-1], fontsize=9)
         ax.set_xlabel("environment steps")
     axes[0][0].set_ylabel("success rate (mean, min-max over seeds)")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", ms=3) for m in methods]
+    fig.legend(handles, [LABELS.get(m, m) for m in methods], fontsize=7, loc="upper right", ncol=len(methods))
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(out / "expo_curves.png", dpi=110)
     plt.close(fig)
 

@@ -49,7 +49,8 @@ def load_runs(root: Path) -> dict[tuple[str, str], dict[int, list[dict[str, Any]
 
 def method(meta: dict[str, Any]) -> str:
     """The run's algorithm, with the learner settings it changed from its preset (seeds and the evaluation
-    protocol aside), so that a variant (e.g. expo init_temperature=0.01) is its own method."""
+    protocol aside) and its policy overrides, so that a variant (e.g. expo init_temperature=0.01, expo
+    edit_scale=0.3) is its own method."""
     from visuomotor.policies.expo.config import ONLINE_PRESETS, OnlineConfig
 
     preset = dataclasses.asdict(OnlineConfig(**ONLINE_PRESETS[meta["preset"]]))
@@ -58,6 +59,7 @@ def method(meta: dict[str, Any]) -> str:
         for k, v in sorted(meta["online_config"].items())
         if k not in PROTOCOL and preset.get(k) != v
     ]
+    changed += [f"{k}={v}" for k, v in sorted(meta["policy_overrides"].items()) if k != "algorithm"]
     return " ".join([meta["policy_config"]["algorithm"], *changed])
 
 

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ LABELS = {"expo": "EXPO", "rlpd": "RLPD-style SAC", "best_of_n": "best-of-N (bet
 
 
 def load_runs(root: Path) -> dict[tuple[str, str], dict[int, list[dict[str, Any]]]]:
-    """{(algorithm, env_id): {seed: curve}} for every finished-or-not online run under root."""
+    """{(method, env_id): {seed: curve}} for every finished-or-not online run under root."""
     runs: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = defaultdict(dict)
     for run_json in sorted(root.glob("*/run.json")):
         meta = json.loads(run_json.read_text())
@@ -94,11 +95,19 @@ def summarise(seeds: dict[int, list[dict[str, Any]]], threshold: float) -> dict[
     }
 
 
-def ordered(methods: dict[str, Any]) -> list[str]:
-    """EXPO, then the baselines, each followed by its variants."""
-    return sorted(
-        methods, key=lambda m: (ORDER.index(m.split()[0]) if m.split()[0] in ORDER else len(ORDER), m)
-    )
+def ordered(methods: Iterable[str]) -> list[str]:
+    """EXPO, then the baselines, each followed by its variants (a method is 'algorithm [settings]')."""
+
+    def key(m: str) -> tuple[int, str]:
+        algorithm = m.split()[0]
+        return (ORDER.index(algorithm) if algorithm in ORDER else len(ORDER), m)
+
+    return sorted(set(methods), key=key)
+
+
+def all_methods(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Every method that ran on any task, in `ordered` order."""
+    return ordered(m for by_method in summary.values() for m in by_method)
 
 
 def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: float) -> None:
@@ -108,7 +117,7 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
     import matplotlib.pyplot as plt
 
     envs = sorted(summary)
-    methods = ordered({m: None for by in summary.values() for m in by})
+    methods = all_methods(summary)
     colors = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method in every panel
     fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
     for ax, env in zip(axes[0], envs, strict=True):
@@ -150,7 +159,7 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], threshold: float) ->
     rows.append("")
     rows.append("| method | tasks | mean over tasks, start -> end |")
     rows.append("|---|---|---|")
-    for algorithm in ordered({m: None for by in summary.values() for m in by}):
+    for algorithm in all_methods(summary):
         runs = [by[algorithm] for by in summary.values() if algorithm in by]
         start, end = np.mean([s["mean"][0] for s in runs]), np.mean([s["mean"][-1] for s in runs])
         rows.append(f"| {LABELS.get(algorithm, algorithm)} | {len(runs)} | {start:.1%} -> {end:.1%} |")

@@ -32,6 +32,9 @@ class PolicyEntry:
     config_class: str
     needs_cameras: bool = False
     """A policy that cannot run from low-dim state alone (PAD predicts frames)."""
+    low_dim_by_default: bool = False
+    """A new run reads low-dim state only unless given cameras (EXPO: its online learner reads no images,
+    so the BC checkpoint it starts from must not either); others see every camera of the store."""
 
     def load(self) -> tuple[type, type, dict[str, dict[str, Any]]]:
         """(Policy class, config class, presets) — imported on first use, so the CLI starts fast."""
@@ -48,7 +51,7 @@ REGISTRY: dict[str, PolicyEntry] = {
     "diffusion": PolicyEntry("visuomotor.policies.diffusion", "DiffusionPolicy", "DiffusionConfig"),
     "carp": PolicyEntry("visuomotor.policies.carp", "CarpPolicy", "CarpConfig"),
     "pad": PolicyEntry("visuomotor.policies.pad", "PadPolicy", "PadConfig", needs_cameras=True),
-    "expo": PolicyEntry("visuomotor.policies.expo", "ExpoPolicy", "ExpoConfig"),
+    "expo": PolicyEntry("visuomotor.policies.expo", "ExpoPolicy", "ExpoConfig", low_dim_by_default=True),
 }
 
 

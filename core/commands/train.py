@@ -175,16 +175,18 @@ def online_env(env_id: str, max_episode_steps: int | None):
 
 def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str] | None:
     """The cameras a new run sees: --cameras as given ('none': none); by default every camera of the
-    store, so a policy trained on a store with images sees them; none for EXPO, which fine-tunes online
-    from low-dim state. A privileged-state run (--relative-state) and an explicit `-o image_keys` keep their
-    own choice. None = leave the config's."""
+    store, so a policy trained on a store with images sees them; none for a policy registered
+    `low_dim_by_default` (EXPO). A privileged-state run (--relative-state) and an explicit `-o image_keys`
+    keep their own choice. None = leave the config's."""
     if args.cameras is not None:
         return (
             [] if args.cameras.strip().lower() in ("", "none") else [c for c in args.cameras.split(",") if c]
         )
     if args.resume or args.relative_state or "image_keys" in policy_over:
         return None
-    if args.policy == "expo":  # its online learner reads low-dim state only, so its BC run must too
+    from visuomotor.policies import get_policy_entry
+
+    if get_policy_entry(args.policy).low_dim_by_default:
         return []
     from visuomotor.datasets import EpisodeStore
     from visuomotor.keys import IMAGE_PREFIX, camera_of

@@ -120,6 +120,28 @@ def test_an_expo_run_reads_low_dim_state_unless_told_otherwise(tmp_path, store_p
     assert config["image_keys"] == ["observation.images.top"]
 
 
+def test_an_expo_run_reads_the_full_low_dim_state_when_the_store_has_it(tmp_path, caplog):
+    # The proprio state cannot see the goal: EXPO's default input is the environment state (object and
+    # goal) when the store records it, offline and online from scratch; an explicit state_keys wins.
+    from visuomotor.policies.expo.toyenv import collect_demos
+
+    store = tmp_path / "demos.zarr"
+    collect_demos(store, 3, max_steps=10)
+    tiny = ["-o", "hidden_dim=16", "-o", "num_blocks=1", "-o", "num_qs=2", "-o", "edit_hidden=[8]",
+            "-o", "critic_hidden=[8]", "--no-progress"]  # fmt: skip
+    offline = ["train", "--policy", "expo", "--data", str(store), "--steps", "2", "-t", "save_every=2", *tiny]
+    online = ["train", "--policy", "expo", "--data", str(store), "--env", "toy/pointmass", "--online-steps", "4",
+              "-t", "random_steps=2", "-t", "batch_size=4", "-t", "eval_episodes=0", "-t", "utd=1", *tiny]  # fmt: skip
+    caplog.set_level("INFO", logger="visuomotor.train")
+    assert main([*offline, "--out", str(tmp_path / "bc")]) == 0
+    assert main([*online, "--out", str(tmp_path / "online")]) == 0
+    assert main([*offline, "--out", str(tmp_path / "proprio"), "-o", 'state_keys=["observation.state"]']) == 0
+    read = [load_policy(tmp_path / run).config.state_keys for run in ("bc", "online", "proprio")]
+    assert read == [("observation.environment_state",)] * 2 + [("observation.state",)]
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("inputs:")]
+    assert said[0] == "inputs: observation.environment_state 6"
+
+
 def test_a_policy_that_sees_a_camera_trains_longer_by_default():
     from visuomotor.policies import make_config
     from visuomotor.train import IMAGE_STEPS, TRAIN_PRESETS, preset_train_config

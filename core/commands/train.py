@@ -17,7 +17,7 @@ from pathlib import Path
 
 from visuomotor.configs import parse_overrides
 from visuomotor.errors import InvalidInputError
-from visuomotor.keys import image_key
+from visuomotor.keys import ENVIRONMENT_STATE, image_key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         train_over["video_data"] = str(Path(args.video_data).resolve())  # a resumed run finds it anywhere
     if args.relative_state:
         policy_over = relative_state_overrides(args.data) | policy_over
+    policy_over = _low_dim_state(args, policy_over)
     cams = _cameras(args, policy_over)
     if cams is not None:
         policy_over["image_keys"] = json.dumps([image_key(c) for c in cams])
@@ -143,6 +144,8 @@ def _run_online(args: argparse.Namespace, policy_over: dict[str, str], online_ov
         )
     if args.relative_state and not args.resume:
         policy_over = relative_state_overrides(args.data) | policy_over
+    if not args.init:
+        policy_over = _low_dim_state(args, policy_over)
     for name in ("online_steps", "batch_size", "lr", "seed", "eval_episodes", "eval_every"):
         if getattr(args, name) is not None:
             online_over[name] = str(getattr(args, name))
@@ -194,6 +197,23 @@ def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str]
     return [camera_of(k) for k in EpisodeStore.open(args.data).keys if k.startswith(IMAGE_PREFIX)]
 
 
+def _low_dim_state(args: argparse.Namespace, policy_over: dict[str, str]) -> dict[str, str]:
+    """A new run of a policy registered `low_dim_by_default` (EXPO: an RL agent on the simulator's
+    low-dimensional state, as in its paper) reads the store's full low-dim state, the environment state
+    (object and goal included), when the store has it and the user chose no inputs: the proprio state
+    alone cannot see the goal (a point-mass BC base on it reached 4%; docs/experiments.md §EXPO online)."""
+    from visuomotor.policies import get_policy_entry
+
+    chosen = args.resume or args.relative_state or args.cameras is not None or "state_keys" in policy_over
+    if chosen or not args.data or not get_policy_entry(args.policy).low_dim_by_default:
+        return policy_over
+    from visuomotor.datasets import EpisodeStore
+
+    if ENVIRONMENT_STATE not in EpisodeStore.open(args.data).keys:
+        return policy_over
+    return policy_over | {"state_keys": json.dumps([ENVIRONMENT_STATE])}
+
+
 def relative_state_overrides(data: str | None) -> dict[str, str]:
     """The policy overrides of `--relative-state` (sim.metaworld_env.RELATIVE_STATE), for a Metaworld store."""
     from visuomotor.datasets import EpisodeStore
@@ -208,7 +228,7 @@ def relative_state_overrides(data: str | None) -> dict[str, str]:
             f"--relative-state knows the layout of Metaworld's environment state only; {data} was "
             f"recorded from {env_id or 'an unknown environment'!r}. Use -o state_dims=... -o state_differences=..."
         )
-    if "observation.environment_state" not in store.keys:
+    if ENVIRONMENT_STATE not in store.keys:
         raise InvalidInputError(f"--relative-state: {data} has no 'observation.environment_state'")
-    over = {"state_keys": json.dumps(["observation.environment_state"])}
+    over = {"state_keys": json.dumps([ENVIRONMENT_STATE])}
     return over | {k: json.dumps(v) for k, v in RELATIVE_STATE.items()}

@@ -31,6 +31,7 @@ PROTOCOL = {
     "save_every",
     "log_every",
     "keep_checkpoints",
+    "max_episode_steps",  # the task's time limit: the same for every method of a comparison
 }
 LABELS = {"expo": "EXPO", "rlpd": "RLPD-style SAC", "best_of_n": "best-of-N (beta 0)", "bc": "BC only"}
 
@@ -132,8 +133,10 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
         ax.set_xlabel("environment steps")
     axes[0][0].set_ylabel("success rate (mean, min-max over seeds)")
     handles = [plt.Line2D([], [], color=colors[m], marker="o", ms=3) for m in methods]
-    fig.legend(handles, [LABELS.get(m, m) for m in methods], fontsize=7, loc="upper right", ncol=len(methods))
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    ncol = min(len(methods), 2 * len(envs))  # a one-task figure is too narrow for one row of labels
+    fig.legend(handles, [LABELS.get(m, m) for m in methods], fontsize=7, loc="upper right", ncol=ncol)
+    rows = -(-len(methods) // ncol)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.06 * rows))
     fig.savefig(out / "expo_curves.png", dpi=110)
     plt.close(fig)
 

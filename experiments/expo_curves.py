@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
@@ -135,7 +136,7 @@ def plot(summary: dict[str, dict[str, dict[str, Any]]], out: Path, threshold: fl
     handles = [plt.Line2D([], [], color=colors[m], marker="o", ms=3) for m in methods]
     ncol = min(len(methods), 2 * len(envs))  # a one-task figure is too narrow for one row of labels
     fig.legend(handles, [LABELS.get(m, m) for m in methods], fontsize=7, loc="upper right", ncol=ncol)
-    rows = -(-len(methods) // ncol)
+    rows = math.ceil(len(methods) / ncol)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.06 * rows))
     fig.savefig(out / "expo_curves.png", dpi=110)
     plt.close(fig)

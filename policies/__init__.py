@@ -34,7 +34,8 @@ class PolicyEntry:
     """A policy that cannot run from low-dim state alone (PAD predicts frames)."""
     low_dim_by_default: bool = False
     """A new run reads low-dim state only unless given cameras (EXPO: its online learner reads no images,
-    so the BC checkpoint it starts from must not either); others see every camera of the store."""
+    so the BC checkpoint it starts from must not either), the store's environment state when it has one;
+    others see every camera of the store."""
 
     def load(self) -> tuple[type, type, dict[str, dict[str, Any]]]:
         """(Policy class, config class, presets) — imported on first use, so the CLI starts fast."""

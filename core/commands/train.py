@@ -144,8 +144,7 @@ def _run_online(args: argparse.Namespace, policy_over: dict[str, str], online_ov
         )
     if args.relative_state and not args.resume:
         policy_over = relative_state_overrides(args.data) | policy_over
-    if not args.init:
-        policy_over = _low_dim_state(args, policy_over)
+    policy_over = _low_dim_state(args, policy_over)
     for name in ("online_steps", "batch_size", "lr", "seed", "eval_episodes", "eval_every"):
         if getattr(args, name) is not None:
             online_over[name] = str(getattr(args, name))
@@ -200,11 +199,13 @@ def _cameras(args: argparse.Namespace, policy_over: dict[str, str]) -> list[str]
 def _low_dim_state(args: argparse.Namespace, policy_over: dict[str, str]) -> dict[str, str]:
     """A new run of a policy registered `low_dim_by_default` (EXPO: an RL agent on the simulator's
     low-dimensional state, as in its paper) reads the store's full low-dim state, the environment state
-    (object and goal included), when the store has it and the user chose no inputs: the proprio state
-    alone cannot see the goal (a point-mass BC base on it reached 4%; docs/experiments.md §EXPO online)."""
+    (object and goal included), when the store has it and the inputs are not chosen otherwise (flags,
+    `-o state_keys`, or the --init checkpoint an online run starts from): the proprio state alone cannot see
+    the goal (a point-mass BC base on it reached 4%; docs/experiments.md §EXPO online)."""
     from visuomotor.policies import get_policy_entry
 
-    chosen = args.resume or args.relative_state or args.cameras is not None or "state_keys" in policy_over
+    chosen = args.resume or args.init or args.relative_state or args.cameras is not None
+    chosen = chosen or "state_keys" in policy_over
     if chosen or not args.data or not get_policy_entry(args.policy).low_dim_by_default:
         return policy_over
     from visuomotor.datasets import EpisodeStore

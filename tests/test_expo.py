@@ -264,6 +264,51 @@ def test_each_algorithm_updates_what_it_owns_and_acts_as_its_checkpoint_does(tmp
         assert not torch.equal(loaded.critics.head.bias, policy.critics.head.bias)  # target, not online
 
 
+@pytest.mark.parametrize("algorithm", ["expo", "best_of_n"])
+def test_during_the_critic_warmup_the_ema_base_policy_acts_and_is_exported_then_otf_takes_over(
+    tmp_path, algorithm
+):
+    policy = tiny_policy(algorithm=algorithm, edit_scale=0.0 if algorithm == "best_of_n" else 0.1)
+    learner = Learner(policy, OnlineConfig(utd=1, critic_warmup=2))
+    feat = torch.randn(4, 6)
+    critic_before = {k: v.clone() for k, v in policy.critics.state_dict().items()}
+
+    def act() -> torch.Tensor:
+        return learner.act(feat, False, torch.Generator().manual_seed(3))
+
+    ema_sample = policy.sample_base(feat, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser)
+    otf = otf_select(
+        feat,
+        lambda c: policy.sample_base(c, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser),
+        policy.edit,
+        learner.target_critics,
+        policy.config,
+        torch.Generator().manual_seed(3),
+    )
+    assert not torch.equal(ema_sample, otf.action)  # the two ways of acting differ here
+    assert torch.equal(act(), ema_sample)
+    learner.update([random_batch(seed=0)])  # warm-up step 1 of 2: the critics train all the same
+    assert any(not torch.equal(v, critic_before[k]) for k, v in policy.critics.state_dict().items())
+    ema_sample = policy.sample_base(feat, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser)
+    assert torch.equal(act(), ema_sample)
+    exported = learner.export()
+    assert exported.critics is None and exported.edit is None and not exported.config.rl_heads
+    exported.save_pretrained(tmp_path / "warm")
+    obs = {ENV_KEY: torch.randn(3, 1, 6)}
+    loaded = load_policy(tmp_path / "warm")
+    cond = loaded.condition(obs)
+    assert torch.equal(  # the warm-up checkpoint acts with the EMA base samples alone
+        loaded.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))[:, 0],
+        learner.act(cond, False, torch.Generator().manual_seed(0)),
+    )
+    learner.update([random_batch(seed=1)])  # the warm-up is over: OTF selection acts and is exported
+    assert learner.export().critics is not None
+    g = torch.Generator().manual_seed(3)
+    sample = lambda c: policy.sample_base(c, g, denoiser=learner.ema_denoiser)  # noqa: E731
+    expected = otf_select(feat, sample, policy.edit, learner.target_critics, policy.config, g).action
+    assert torch.equal(act(), expected)
+
+
 def test_a_bc_checkpoint_acts_with_base_samples():
     policy = tiny_policy(rl_heads=False)
     assert policy.critics is None and policy.edit is None
@@ -293,7 +338,16 @@ def _online_args(root: Path, out: str) -> list[str]:
         "--no-progress",
     ]
     args += ["--eval-every", str(ONLINE_STEPS), "--eval-episodes", "1"]
-    for t in ("utd=2", "batch_size=16", "save_every=30", "log_every=20", "max_episode_steps=30"):
+    # The critic warm-up ends between checkpoints, so a resumed run crosses from base acting to OTF.
+    tune = (
+        "utd=2",
+        "batch_size=16",
+        "save_every=30",
+        "log_every=20",
+        "max_episode_steps=30",
+        "critic_warmup=40",
+    )
+    for t in tune:
         args += ["-t", t]
     return args
 
@@ -353,11 +407,13 @@ def test_resume_after_sigkill_gives_the_weights_of_an_uninterrupted_run(toy_runs
     assert [c["env_steps"] for c in curves[0]] == [0, ONLINE_STEPS]
     assert (root / "full" / "curves.png").exists()
     _check_replay_stores(root / "full" / "replay.zarr", root / "killed" / "replay.zarr")
-    policy = load_policy(root / "full")  # the run's best evaluation, as `visuomotor eval` loads it
-    assert policy.config.rl_heads and policy.critics is not None and policy.edit is not None
-    policy.reset()
     obs = {ENV_KEY: torch.from_numpy(PointMassEnv().reset(seed=0)[0][ENV_KEY])[None]}
-    assert policy.select_action(obs).shape == (1, 2)
+    last = load_policy(root / "full" / "checkpoints" / "last")  # after the warm-up: OTF with the heads
+    assert last.config.rl_heads and last.critics is not None and last.edit is not None
+    best = load_policy(root / "full")  # the run's best evaluation, as `visuomotor eval` loads it
+    for policy in (last, best):
+        policy.reset()
+        assert policy.select_action(obs).shape == (1, 2)
 
 
 def _check_replay_stores(full: Path, resumed: Path) -> None:

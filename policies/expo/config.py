@@ -161,6 +161,11 @@ class OnlineConfig:
     entropy_target: str = "reachable"
     """reachable: -|A|/2 + |A| log beta (the edit's entropy in u-space at -|A|/2); code: -|A|/2 as the
     official code, unreachable for beta below ~0.3, so alpha grows without bound (notes §1.2)."""
+    critic_warmup: int = 0
+    """Env steps, from the start of online training, during which acting, evaluation and the exported
+    policy use the EMA base policy alone while the critics (and edit policy) train; OTF selection starts
+    after (expo and best_of_n; the notes have none). Why: a critic after a few hundred updates ranks
+    candidates worse than chance, so OTF made an early dip (architecture.md §EXPO)."""
     random_steps: int = 5000
     """Uniform-random env steps before learning when the base policy is not pretrained (no --init); a
     run from --init acts with its policy from the first step (notes §1.5)."""
@@ -191,7 +196,11 @@ class OnlineConfig:
         if not 1 <= self.utd <= 1000:
             raise InvalidInputError(f"utd (updates per env step) must be in [1, 1000], got {self.utd}")
         check_bounds(self, ["online_steps", "batch_size", "save_every", "log_every", "lr_decay_updates"], 1)
-        check_bounds(self, ["random_steps", "max_episode_steps", "eval_every", "eval_episodes", "threads"], 0)
+        check_bounds(
+            self,
+            ["critic_warmup", "random_steps", "max_episode_steps", "eval_every", "eval_episodes", "threads"],
+            0,
+        )
         check_bounds(self, ["offline_ratio"], 0, 1, open_high=True)
         check_bounds(self, ["discount", "tau", "ema_tau"], 0, 1, open_low=True)
         if self.lr <= 0 or self.init_temperature <= 0 or self.weight_decay < 0:
@@ -252,12 +261,13 @@ ONLINE_PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
         "max_episode_steps": 150,
         "random_steps": 2000,
+        "critic_warmup": 1000,  # 2,000 critic updates at UTD 2 before OTF acts (architecture.md §EXPO)
         "eval_every": 5000,
         "eval_episodes": 10,
         "save_every": 2000,
     },
     # Notes §1.5: UTD 20, batch 256 (128 + 128), 5,000 random steps without pretraining, 1M env steps,
-    # 100 evaluation episodes.
+    # 100 evaluation episodes; no critic warm-up (the notes have none).
     "paper": {
         "online_steps": 1_000_000,
         "utd": 20,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -89,6 +89,12 @@ class Learner:
         return self.log_alpha.exp()
 
     # ------------------------------------------------------------------ acting
+    @property
+    def selecting(self) -> bool:
+        """OTF selection acts (the critics have trained for `critic_warmup` env steps); else, for expo
+        and best_of_n, the EMA base policy acts alone (config.py, critic_warmup)."""
+        return self.target_critics is not None and self.updates >= self.ocfg.critic_warmup
+
     @torch.no_grad()
     def act(self, feat: Tensor, explore: bool, generator: torch.Generator | None = None) -> Tensor:
         """Normalised actions as the exported checkpoint takes them (EMA base, target critics)."""
@@ -96,16 +102,21 @@ class Learner:
         if p.actor is not None:
             return p.actor.sample(feat, generator)[0] if explore else p.actor.mode(feat)
         sample = lambda c: p.sample_base(c, generator, denoiser=self.ema_denoiser)  # noqa: E731
-        if self.target_critics is None:
+        if not self.selecting:
             return sample(feat)
+        assert self.target_critics is not None
         return otf_select(feat, sample, p.edit, self.target_critics, self.config, generator).action
 
     def export(self) -> ExpoPolicy:
-        """A copy of the policy holding what acts: the EMA base policy and the target critics."""
+        """A copy of the policy holding what acts: the EMA base policy and the target critics; during the
+        critic warm-up of an OTF algorithm, the EMA base policy alone (a checkpoint that acts like BC's)."""
         out = copy.deepcopy(self.policy)
         out.denoiser.load_state_dict(self.ema_denoiser.state_dict())
         if out.critics is not None and self.target_critics is not None:
             out.critics.load_state_dict(self.target_critics.state_dict())
+        if out.actor is None and out.critics is not None and not self.selecting:
+            out.critics = out.edit = None
+            out.config = replace(out.config, rl_heads=False)
         return out.eval()
 
     # ------------------------------------------------------------------ one environment step's updates

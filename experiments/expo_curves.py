@@ -57,13 +57,13 @@ def method(meta: dict[str, Any]) -> str:
     from visuomotor.policies.expo.config import ONLINE_PRESETS, OnlineConfig
 
     preset = dataclasses.asdict(OnlineConfig(**ONLINE_PRESETS[meta["preset"]]))
-    changed = [
-        f"{k}={v}"
-        for k, v in sorted(meta["online_config"].items())
-        if k not in PROTOCOL and preset.get(k) != v
-    ]
+    # A run recorded before a setting existed ran with its dataclass default (e.g. critic_warmup 0).
+    ran = dataclasses.asdict(OnlineConfig()) | meta["online_config"]
+    algorithm = meta["policy_config"]["algorithm"]
+    moot = {"critic_warmup"} if algorithm in ("bc", "rlpd") else set()  # nothing selects with critics
+    changed = [f"{k}={v}" for k, v in sorted(ran.items()) if k not in PROTOCOL | moot and preset.get(k) != v]
     changed += [f"{k}={v}" for k, v in sorted(meta["policy_overrides"].items()) if k != "algorithm"]
-    return " ".join([meta["policy_config"]["algorithm"], *changed])
+    return " ".join([algorithm, *changed])
 
 
 def steps_to(curve: list[dict[str, Any]], threshold: float) -> int | None:

@@ -273,24 +273,23 @@ def test_during_the_critic_warmup_the_ema_base_policy_acts_and_is_exported_then_
     feat = torch.randn(4, 6)
     critic_before = {k: v.clone() for k, v in policy.critics.state_dict().items()}
 
+    # The learner's two ways of acting, each from one generator seeded alike (as `act` draws them).
     def act() -> torch.Tensor:
         return learner.act(feat, False, torch.Generator().manual_seed(3))
 
-    ema_sample = policy.sample_base(feat, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser)
-    otf = otf_select(
-        feat,
-        lambda c: policy.sample_base(c, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser),
-        policy.edit,
-        learner.target_critics,
-        policy.config,
-        torch.Generator().manual_seed(3),
-    )
-    assert not torch.equal(ema_sample, otf.action)  # the two ways of acting differ here
-    assert torch.equal(act(), ema_sample)
+    def base() -> torch.Tensor:
+        return policy.sample_base(feat, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser)
+
+    def otf() -> torch.Tensor:
+        g = torch.Generator().manual_seed(3)
+        sample = lambda c: policy.sample_base(c, g, denoiser=learner.ema_denoiser)  # noqa: E731
+        return otf_select(feat, sample, policy.edit, learner.target_critics, policy.config, g).action
+
+    assert not torch.equal(base(), otf())  # the two ways of acting differ here
+    assert torch.equal(act(), base())
     learner.update([random_batch(seed=0)])  # warm-up step 1 of 2: the critics train all the same
     assert any(not torch.equal(v, critic_before[k]) for k, v in policy.critics.state_dict().items())
-    ema_sample = policy.sample_base(feat, torch.Generator().manual_seed(3), denoiser=learner.ema_denoiser)
-    assert torch.equal(act(), ema_sample)
+    assert torch.equal(act(), base())
     exported = learner.export()
     assert exported.critics is None and exported.edit is None and not exported.config.rl_heads
     exported.save_pretrained(tmp_path / "warm")
@@ -303,10 +302,7 @@ def test_during_the_critic_warmup_the_ema_base_policy_acts_and_is_exported_then_
     )
     learner.update([random_batch(seed=1)])  # the warm-up is over: OTF selection acts and is exported
     assert learner.export().critics is not None
-    g = torch.Generator().manual_seed(3)
-    sample = lambda c: policy.sample_base(c, g, denoiser=learner.ema_denoiser)  # noqa: E731
-    expected = otf_select(feat, sample, policy.edit, learner.target_critics, policy.config, g).action
-    assert torch.equal(act(), expected)
+    assert torch.equal(act(), otf())
 
 
 def test_a_bc_checkpoint_acts_with_base_samples():

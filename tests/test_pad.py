@@ -213,3 +213,75 @@ def test_training_with_video_data_and_its_bad_inputs(store, tmp_path):
         train("diffusion", store.path, tmp_path / "dp", policy_overrides=cameras, **common)
     with pytest.raises(ValueError, match="the store holds no actions"):
         train("pad", video, tmp_path / "only_video", policy_overrides=over, **common)
+
+
+def tiny_vae(path):
+    """A two-block AutoencoderKL (frames 2x smaller per side, 4 latent channels) saved as a user's local
+    VAE directory is: config.json + safetensors weights."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    vae.save_pretrained(path, safe_serialization=True)
+    return vae.eval()
+
+
+def test_the_image_branch_works_on_the_latents_of_a_local_vae(store, tmp_path):
+    from visuomotor.policies import load_policy
+
+    vae = tiny_vae(tmp_path / "vae")
+    policy = build(store, vae_path=str(tmp_path / "vae"), patch_size=2)
+    assert policy.net.grid == (4, 4)  # 16 px frames -> 8x8 latents -> patches of 2
+    assert policy.net.patch_embed.in_channels == 4 * 3  # t+2 and t+4 latents stacked on the current one
+    data = batch(policy, store, [0, 1, 2, 3])
+    policy.eval()
+    latents = policy.frames(data, 3)
+    want = vae.encode(data[IMAGE_KEY][:, :3].flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1)
+    assert torch.allclose(
+        latents.flatten(0, 1), want.latent_dist.mode() * vae.config.scaling_factor, atol=1e-5
+    )
+    policy.train()
+    loss, logs = policy.compute_loss(data)
+    loss.backward()
+    assert torch.isfinite(loss) and logs["image_loss"] > 0
+    # The frozen VAE is not the policy's: not trained, not saved.
+    vae_params = {id(p) for p in policy.space.vae.parameters()}
+    assert not vae_params & {id(p) for p in policy.parameters()}
+    assert all(p.grad is None for p in policy.space.vae.parameters())
+    policy.eval()
+    obs = {k: data[k][:1, :1] for k in KEYS} | {"task": ["a"]}
+    chunk = policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(3))
+    assert policy.predicted_frames.shape == (1, 2, 1, 16, 16, 3)  # decoded back to the camera's pixels
+    policy.save_pretrained(tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt")  # finds the VAE again at vae_path
+    assert loaded.state_dict().keys() == policy.state_dict().keys()
+    again = loaded.predict_action_chunk(obs, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(chunk, again, atol=1e-5)
+    assert np.array_equal(loaded.predicted_frames, policy.predicted_frames)
+
+
+def test_a_vae_path_that_does_not_fit_is_named(store, tmp_path):
+    with pytest.raises(ValueError, match=r"vae_path '.*nowhere' has no config\.json"):
+        build(store, vae_path=str(tmp_path / "nowhere"))
+    tiny_vae(tmp_path / "vae")
+    with pytest.raises(
+        ValueError, match=r"frames 16x16 do not fit the VAE .*8x8\) cut into patches of patch_size 3"
+    ):
+        build(store, vae_path=str(tmp_path / "vae"), patch_size=3)
+    other = tmp_path / "unet"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"_class_name": "UNet2DModel"}))
+    with pytest.raises(ValueError, match="holds a 'UNet2DModel', not an AutoencoderKL"):
+        build(store, vae_path=str(other))
+    (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").unlink()  # weights only as a pickle: refused
+    torch.save({}, tmp_path / "vae" / "diffusion_pytorch_model.bin")
+    with pytest.raises(ValueError, match="cannot load its AutoencoderKL weights"):
+        build(store, vae_path=str(tmp_path / "vae"))

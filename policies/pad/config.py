@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import ClassVar
 
 from visuomotor.datasets.sampler import WindowSpec
 from visuomotor.errors import InvalidInputError
 from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig, check_timesteps
+
+
+@dataclass(frozen=True)
+class LatentGeometry:
+    """What a VAE makes of a frame, read from its config.json: channels per frame, pixels per latent cell
+    along a side, and the factor latents are scaled by (SD: 0.18215, so they have about unit variance)."""
+
+    channels: int
+    factor: int
+    scaling: float
+
+
+def vae_geometry(path: str) -> LatentGeometry:
+    """The latent geometry of the diffusers AutoencoderKL directory at `path`, without loading weights (a
+    config is checked before any network is built)."""
+    config_file = Path(path).expanduser() / "config.json"
+    if not config_file.is_file():
+        raise InvalidInputError(
+            f"vae_path {path!r} has no config.json: it must be a local diffusers AutoencoderKL directory "
+            f"(config.json + diffusion_pytorch_model.safetensors, e.g. a copy of stabilityai/sd-vae-ft-mse)"
+        )
+    try:
+        config = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInputError(f"vae_path {path!r}: config.json is not valid JSON ({error})") from error
+    if not isinstance(config, dict) or config.get("_class_name") != "AutoencoderKL":
+        found = config.get("_class_name") if isinstance(config, dict) else type(config).__name__
+        raise InvalidInputError(f"vae_path {path!r} holds a {found!r}, not an AutoencoderKL")
+    blocks = config.get("block_out_channels", [])
+    return LatentGeometry(
+        channels=int(config.get("latent_channels", 4)),
+        factor=2 ** (len(blocks) - 1),  # each encoder block but the last halves the frame
+        scaling=float(config.get("scaling_factor", 0.18215)),
+    )
 
 
 @dataclass
@@ -27,7 +63,13 @@ class PadConfig(PolicyConfig):
     """one: a single token for the whole noisy chunk with the current proprio (PAD's
     `--action_condition`); per_step: one token per action step, each with the proprio."""
     patch_size: int = 8
-    """Side of the square patches the stacked frames are cut into (one token each)."""
+    """Side of the square patches the stacked frames (or their latents, with `vae_path`) are cut into, one
+    token each."""
+    vae_path: str | None = None
+    """A local diffusers AutoencoderKL directory (the paper's SD-VAE, `stabilityai/sd-vae-ft-mse`, when you
+    have its weights): the image branch then works on its scaled latents, 8x smaller per side for SD's VAE
+    (256 px frames with patch 2 give the paper's 256 tokens); frozen and not saved in checkpoints, which
+    keep the path. None: pixels in [-1, 1]."""
     hidden_dim: int = 256
     depth: int = 6
     num_heads: int = 4
@@ -87,7 +129,14 @@ class PadConfig(PolicyConfig):
                 f"PAD stacks its cameras: they must share one frame size, got {sorted(sizes)}"
             )
         h, w, _ = next(iter(sizes))
-        if h % self.patch_size or w % self.patch_size:
+        if self.vae_path:
+            factor = vae_geometry(self.vae_path).factor
+            if h % factor or w % factor or (h // factor) % self.patch_size or (w // factor) % self.patch_size:
+                raise InvalidInputError(
+                    f"camera frames {h}x{w} do not fit the VAE at vae_path (latents {factor}x smaller per "
+                    f"side: {h / factor:g}x{w / factor:g}) cut into patches of patch_size {self.patch_size}"
+                )
+        elif h % self.patch_size or w % self.patch_size:
             raise InvalidInputError(
                 f"camera frames {h}x{w} are not divisible by patch_size {self.patch_size}"
             )
@@ -119,7 +168,8 @@ PRESETS: dict[str, dict] = {
         "num_inference_steps": 10,
     },
     # The paper's DiT-XL sizes and 256 image tokens (XL/2 on 32x32 latents; here patch 4 on 64 px
-    # pixels, since the paper's SD-VAE cannot be downloaded here), its linear schedule, 75 DDIM steps.
+    # pixels, since the paper's SD-VAE cannot be downloaded here; with your copy of it:
+    # -o vae_path=DIR -o patch_size=2 on 256 px frames), its linear schedule, 75 DDIM steps.
     "paper": {
         "n_obs_steps": 1,
         "horizon": 12,

@@ -7,8 +7,8 @@ token per patch) and the noisy chunk with the current proprio state (action toke
 chunk's noise and the future frames (or their noise: `image_prediction`). Inference denoises both from Gaussian noise with DDIM; the actions are executed, the predicted
 frames are kept for pictures (`policy_view`, `predicted_frames`).
 
-Deviations from the paper (the notes' CPU plan): pixels in [-1, 1] instead of SD-VAE latents (no
-pretrained weights can be downloaded here), a small DiT trained from scratch, a learned task embedding
+Deviations from the paper (the notes' CPU plan): pixels in [-1, 1] instead of SD-VAE latents unless the
+user gives a local VAE (`vae_path`; no pretrained weights can be downloaded here), a small DiT trained from scratch, a learned task embedding
 instead of CLIP text features, epsilon-MSE with fixed variance instead of the learned-variance hybrid
 loss, the clean frames as the image branch's target on pixels (`image_prediction`), and actions that
 are the env's action chunk (comparable with Diffusion Policy and CARP in the same
@@ -29,6 +29,7 @@ from visuomotor.datasets.images import random_shift, to_float_chw
 from visuomotor.errors import MissingKeyError
 from visuomotor.policies.common.policy import Policy
 from visuomotor.policies.pad.config import PadConfig
+from visuomotor.policies.pad.frames import frame_space
 from visuomotor.policies.pad.model import PadDiT
 
 ACTION_MASK_KEY = "action_mask"
@@ -44,8 +45,9 @@ class PadPolicy(Policy):
     def __init__(self, config: PadConfig, stats: dict[str, Any] | None = None) -> None:
         super().__init__(config, stats)
         c = config
-        h, w, ch = c.input_shapes[c.image_keys[0]]
-        self.frame_channels = len(c.image_keys) * ch
+        self.space = frame_space(c.vae_path)  # pixels, or a frozen VAE's latents (not a submodule: frames.py)
+        h, w = self.space.grid(*c.input_shapes[c.image_keys[0]][:2])
+        self.frame_channels = len(c.image_keys) * self.space.channels
         future = self.frame_channels * len(c.future_offsets) if c.predict_images else 0
         A, S = c.action_dim, c.state_dim
         one = c.action_tokens == "one"
@@ -65,15 +67,19 @@ class PadPolicy(Policy):
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
         self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)  # actions: epsilon
-        self.image_scheduler = DDIMScheduler(**schedule, clip_sample=True, prediction_type=c.image_prediction)
+        # Pixels live in [-1, 1], so their samples are clipped there; scaled VAE latents do not.
+        self.image_scheduler = DDIMScheduler(
+            **schedule, clip_sample=not c.vae_path, prediction_type=c.image_prediction
+        )
         self.predicted_frames: np.ndarray | None = None
         """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk` of the
         episode (None until then)."""
 
     # ------------------------------------------------------------------ inputs
     def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:
-        """The first `n_frames` frames of every camera as (B, n_frames, cameras * 3, H, W) in [-1, 1]; while
-        training, each camera shifted at random (DrQ), by one offset for all of its frames."""
+        """The first `n_frames` frames of every camera as (B, n_frames, cameras * C, h, w): pixels in [-1, 1]
+        (C = 3) or VAE latents; while training, each camera shifted at random (DrQ) first, by one offset
+        for all of its frames."""
         per_camera = []
         for key in self.config.image_keys:
             if key not in obs:
@@ -83,8 +89,9 @@ class PadPolicy(Policy):
             x = to_float_chw(torch.as_tensor(obs[key], device=self.device)[:, :n_frames])  # (B, T, C, H, W)
             if self.training and self.config.shift_pad:
                 x = random_shift(x, self.config.shift_pad)
-            per_camera.append(x)
-        return torch.cat(per_camera, dim=2) * 2 - 1
+            z = self.space.encode(x.flatten(0, 1) * 2 - 1, sample=self.training)
+            per_camera.append(z.unflatten(0, x.shape[:2]))
+        return torch.cat(per_camera, dim=2)
 
     def proprio(self, obs: dict[str, Any]) -> Tensor:
         """The normalised low-dim state of the current frame (B, S); (B, 0) without state keys."""
@@ -152,12 +159,12 @@ class PadPolicy(Policy):
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
         c = self.config
         current = self.frames(obs, c.n_obs_steps).flatten(1, 2)  # (B, To * F, H, W)
-        B, _, H, W = current.shape
+        B, _, h, w = current.shape
         state, cond = self.proprio(obs), self.cond(obs, B)
         actions = torch.randn(B, c.horizon, c.action_dim, generator=generator, device=self.device)
         k = len(c.future_offsets)
         future = (
-            torch.randn(B, k * self.frame_channels, H, W, generator=generator, device=self.device)
+            torch.randn(B, k * self.frame_channels, h, w, generator=generator, device=self.device)
             if c.predict_images
             else None
         )
@@ -173,9 +180,11 @@ class PadPolicy(Policy):
         return self.normalizer.unnormalize("action", actions)
 
     def _to_uint8(self, future: Tensor, k: int) -> np.ndarray:
-        """(B, k * F, H, W) in [-1, 1] -> uint8 (B, k, cameras, H, W, 3)."""
-        B, _, H, W = future.shape
-        x = future.reshape(B, k, len(self.config.image_keys), -1, H, W).permute(0, 1, 2, 4, 5, 3)
+        """(B, k * F, h, w) predicted frames (pixels or latents) -> uint8 (B, k, cameras, H, W, 3)."""
+        B, _, h, w = future.shape
+        cameras = len(self.config.image_keys)
+        pixels = self.space.decode(future.reshape(B * k * cameras, -1, h, w))  # (B k cameras, 3, H, W)
+        x = pixels.unflatten(0, (B, k, cameras)).permute(0, 1, 2, 4, 5, 3)
         return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
     @torch.no_grad()

@@ -285,3 +285,80 @@ def test_a_vae_path_that_does_not_fit_is_named(store, tmp_path):
     torch.save({}, tmp_path / "vae" / "diffusion_pytorch_model.bin")
     with pytest.raises(ValueError, match="cannot load its AutoencoderKL weights"):
         build(store, vae_path=str(tmp_path / "vae"))
+
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b", "open", "the", "drawer"]
+
+
+def text_model(path, kind):
+    """A tiny local Hugging Face text model directory with its tokenizer: a CLIP (projected text features),
+    a BERT (pooled output) or a DistilBERT (no pooler: mean of the last hidden states)."""
+    import transformers as tf
+
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+    tf.BertTokenizer(str(path / "vocab.txt")).save_pretrained(path)
+    small = {"vocab_size": len(WORDS), "hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32}
+    torch.manual_seed(0)
+    if kind == "clip":
+        text = small | {
+            "num_hidden_layers": 1,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+            "max_position_embeddings": 16,
+        }
+        vision = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+                  "image_size": 8, "patch_size": 4}  # fmt: skip
+        model = tf.CLIPModel(tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=12))
+    elif kind == "bert":
+        model = tf.BertModel(tf.BertConfig(**small, num_hidden_layers=1))
+    else:
+        model = tf.DistilBertModel(
+            tf.DistilBertConfig(vocab_size=len(WORDS), dim=16, n_layers=1, n_heads=2, hidden_dim=32)
+        )
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_tasks_can_be_conditioned_on_a_local_text_models_features(store, tmp_path):
+    from visuomotor.policies import load_policy
+    from visuomotor.policies.pad.text import encode_texts
+
+    path = text_model(tmp_path / "clip", "clip")
+    policy = build(store, text_encoder=path)
+    assert policy.config.text_dim == 12  # CLIP's projection width, learned from the model
+    assert torch.equal(policy.task_embed.features, encode_texts(path, ["a", "b"]))
+    cond = policy.cond({"task": ["a", "b"]}, 2)
+    assert not torch.allclose(cond[0], cond[1])
+    for p in policy.net.parameters():  # away from adaLN-Zero's start, where the conditioning has no gradient
+        torch.nn.init.normal_(p, std=0.05)
+    loss, _ = policy.train().compute_loss(batch(policy, store, [0, 1, 2, 3]))
+    loss.backward()
+    assert policy.task_embed.project.weight.grad.abs().sum() > 0  # the map learns; the features are fixed
+    policy.eval().save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "clip").rename(tmp_path / "gone")  # acting needs the features only, not the text model
+    loaded = load_policy(tmp_path / "ckpt")
+    assert torch.equal(loaded.task_embed.features, policy.task_embed.features)
+    assert torch.equal(loaded.cond({"task": ["b"]}, 1), policy.cond({"task": ["b"]}, 1))
+
+
+def test_text_features_from_pooled_or_mean_hidden_states(tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    from visuomotor.policies.pad.text import encode_texts
+
+    texts = ["open the drawer", "a", "b b"]
+    assert encode_texts(text_model(tmp_path / "bert", "bert"), texts).shape == (3, 16)
+    path = text_model(tmp_path / "distil", "distilbert")
+    tokens = AutoTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="pt")
+    hidden = AutoModel.from_pretrained(path)(**tokens).last_hidden_state  # padded: the mask must count
+    mask = tokens["attention_mask"][..., None]
+    assert torch.allclose(encode_texts(path, texts), (hidden * mask).sum(1) / mask.sum(1), atol=1e-6)
+
+
+def test_a_text_encoder_that_does_not_fit_is_named(store, tmp_path):
+    with pytest.raises(ValueError, match=r"text_encoder '.*nowhere' has no config\.json"):
+        build(store, text_encoder=str(tmp_path / "nowhere"))
+    policy = build(store, text_encoder=text_model(tmp_path / "bert", "bert"), text_dim=32)
+    with pytest.raises(ValueError, match="gives 16-d features, text_dim is 32"):
+        policy.prepare_training()

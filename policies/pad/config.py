@@ -73,6 +73,13 @@ class PadConfig(PolicyConfig):
     hidden_dim: int = 256
     depth: int = 6
     num_heads: int = 4
+    text_encoder: str | None = None
+    """A local Hugging Face text model directory (PAD uses CLIP's: a copy of openai/clip-vit-base-patch32):
+    each task's instruction is encoded by it once, when a run starts, and a trained linear layer maps the
+    features into the DiT's conditioning, in place of a learned embedding per task. Needs `transformers`
+    (`pip install 'visuomotor[text]'`); checkpoints keep the features, so acting needs neither."""
+    text_dim: int = 0
+    """Width of `text_encoder`'s features: set from the model when a run starts (0 before)."""
     image_prediction: str = "sample"
     """What the image branch predicts: sample (the clean future frames) or epsilon (their noise, as PAD on
     SD-VAE latents). On pixels with 8x8 patches a token would have to emit 192 noise values per channel

@@ -4,15 +4,17 @@ architecture.md §PAD).
 Training: the frames at t + `future_offsets` of every camera and the action chunk are noised with one
 shared timestep; the DiT sees the noisy futures stacked on channels with the clean current frame (one
 token per patch) and the noisy chunk with the current proprio state (action tokens), and predicts the
-chunk's noise and the future frames (or their noise: `image_prediction`). Inference denoises both from Gaussian noise with DDIM; the actions are executed, the predicted
-frames are kept for pictures (`policy_view`, `predicted_frames`).
+chunk's noise and the future frames (or their noise: `image_prediction`). Inference denoises both from
+Gaussian noise with DDIM; the actions are executed, the predicted frames are kept for pictures
+(`policy_view`, `predicted_frames`).
 
 Deviations from the paper (the notes' CPU plan): pixels in [-1, 1] instead of SD-VAE latents unless the
-user gives a local VAE (`vae_path`; no pretrained weights can be downloaded here), a small DiT trained from scratch, a learned task embedding
-instead of CLIP text features, epsilon-MSE with fixed variance instead of the learned-variance hybrid
-loss, the clean frames as the image branch's target on pixels (`image_prediction`), and actions that
-are the env's action chunk (comparable with Diffusion Policy and CARP in the same
-evaluator) instead of future end-effector poses followed by a motion planner.
+user gives a local VAE (`vae_path`; no pretrained weights can be downloaded here); a small DiT trained
+from scratch; a learned task embedding instead of CLIP text features unless the user gives a local text
+model (`text_encoder`); epsilon-MSE with fixed variance instead of the learned-variance hybrid loss; the
+clean frames as the image branch's target on pixels (`image_prediction`); and actions that are the env's
+action chunk (comparable with Diffusion Policy and CARP in the same evaluator) instead of future
+end-effector poses followed by a motion planner.
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
 from visuomotor.datasets.images import random_shift, to_float_chw
-from visuomotor.errors import MissingKeyError
+from visuomotor.errors import InvalidInputError, MissingKeyError
 from visuomotor.policies.common.policy import Policy
 from visuomotor.policies.pad.config import PadConfig
 from visuomotor.policies.pad.frames import frame_space
 from visuomotor.policies.pad.model import PadDiT
+from visuomotor.policies.pad.text import encode_texts
 
 ACTION_MASK_KEY = "action_mask"
 """Optional batch key (B,): 0 for windows of action-free (video-only) episodes, whose action loss is
 masked out, so they train the image branch only."""
+
+
+class TaskText(nn.Module):
+    """Task index -> a trained linear map of that task's fixed text features (a buffer, checkpointed)."""
+
+    def __init__(self, features: Tensor, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("features", features.float())
+        self.project = nn.Linear(features.shape[1], dim)
+
+    def forward(self, tasks: Tensor) -> Tensor:
+        return self.project(self.features[tasks])
 
 
 class PadPolicy(Policy):
@@ -63,7 +78,12 @@ class PadPolicy(Policy):
             depth=c.depth,
             heads=c.num_heads,
         )
-        self.task_embed = nn.Embedding(len(c.tasks), c.hidden_dim) if c.use_tasks else None
+        self.task_embed: nn.Module | None = None
+        self._fresh_text = False
+        if c.use_tasks and c.text_encoder:
+            self.task_embed = self._text_conditioning()
+        elif c.use_tasks:
+            self.task_embed = nn.Embedding(len(c.tasks), c.hidden_dim)
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
         self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)  # actions: epsilon
@@ -74,6 +94,31 @@ class PadPolicy(Policy):
         self.predicted_frames: np.ndarray | None = None
         """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk` of the
         episode (None until then)."""
+
+    def _text_conditioning(self) -> nn.Module:
+        """A linear map of the tasks' text features. A new run encodes the texts here (and so learns the
+        features' width); a checkpoint's config has `text_dim`, and its buffer arrives with its weights."""
+        c = self.config
+        assert c.text_encoder
+        if c.text_dim:
+            features = torch.zeros(len(c.tasks), c.text_dim)
+        else:
+            features = encode_texts(c.text_encoder, list(c.tasks))
+            c.text_dim, self._fresh_text = features.shape[1], True
+        return TaskText(features, c.hidden_dim)
+
+    def prepare_training(self) -> None:
+        """A new run whose config already names `text_dim` encodes its tasks' texts now."""
+        c = self.config
+        if not isinstance(self.task_embed, TaskText) or self._fresh_text:
+            return
+        assert c.text_encoder
+        features = encode_texts(c.text_encoder, list(c.tasks))
+        if features.shape[1] != c.text_dim:
+            raise InvalidInputError(
+                f"text_encoder {c.text_encoder!r} gives {features.shape[1]}-d features, text_dim is {c.text_dim}"
+            )
+        self.task_embed.features.copy_(features)
 
     # ------------------------------------------------------------------ inputs
     def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:

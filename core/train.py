@@ -159,11 +159,13 @@ def describe_inputs(config: Any) -> str:
     parts = [f"{key} {'x'.join(map(str, config.input_shapes[key]))}" for key in config.input_keys]
     if config.use_tasks:
         parts.append(f"task ({len(config.tasks)} tasks)")
+    if config.aux_target_key:
+        parts.append(f"auxiliary target {config.aux_target_key} (training only)")
     return ", ".join(parts)
 
 
 def _check_store_matches(config: Any, store: Any) -> None:
-    for key in (*config.input_keys, "action"):
+    for key in (*config.training_keys, "action"):
         if key not in store.keys:
             raise InvalidInputError(
                 f"{store.path}: the policy needs '{key}' but the store has only {store.keys}"
@@ -406,7 +408,7 @@ def _open_data(
         )
     _check_store_matches(config, store)
     if not resume:
-        config.input_shapes = {k: list(store.shape(k)) for k in config.input_keys}
+        config.input_shapes = {k: list(store.shape(k)) for k in config.training_keys}
         config.action_dim = int(store.shape("action")[0])
         config.tasks = store.tasks if len(store.tasks) > 1 else []
     config.validate_inputs()
@@ -419,7 +421,7 @@ def _open_data(
         raise InvalidInputError(
             f"{data}: no training windows (episodes too short for horizon {config.horizon}?)"
         )
-    return store, sampler, val_sampler, load_stats(store, [*config.input_keys, "action"])
+    return store, sampler, val_sampler, load_stats(store, [*config.training_keys, "action"])
 
 
 def _build_policy(

@@ -14,6 +14,7 @@ from visuomotor.policies.common.config import PolicyConfig
 class CarpConfig(PolicyConfig):
     """CARP: multi-scale action tokenizer (stage 1) + coarse-to-fine autoregressive transformer (stage 2)."""
 
+    AUX_TARGETS: ClassVar[bool] = True
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (*PolicyConfig.INFERENCE_FIELDS, "top_k")
 
     scales: tuple[int, ...] = (1, 2, 3, 4)

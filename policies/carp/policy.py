@@ -145,10 +145,14 @@ class CarpPolicy(Policy):
             loss = recon_loss + vq_loss
             return loss, {"loss": loss.item(), "recon_mse": recon_loss.item(), "vq_loss": vq_loss.item()}
         targets, inputs = self.tokenizer.teacher_forcing(actions)  # frozen: computed without gradients
-        logits = self.transformer(self.condition(batch), inputs)  # (B, L, V)
+        cond, aux_loss = self.condition_for_training(batch)
+        logits = self.transformer(cond, inputs)  # (B, L, V)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        logs = {"loss": loss.item(), "token_acc": (logits.argmax(-1) == targets).float().mean().item()}
-        return loss, logs
+        logs = {"token_acc": (logits.argmax(-1) == targets).float().mean().item()}
+        if aux_loss is not None:
+            logs |= {"token_loss": loss.item(), "aux_loss": aux_loss.item()}
+            loss = loss + self.config.aux_loss_weight * aux_loss
+        return loss, logs | {"loss": loss.item()}
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

@@ -39,6 +39,8 @@ class PolicyConfig:
 
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = ("n_action_steps", "temporal_ensemble")
     """Fields a trained checkpoint may run with changed (`eval -o`): they change acting, not weights."""
+    AUX_TARGETS: ClassVar[bool] = False
+    """The policy trains `aux_target_key` (policies whose observations go through the shared ObsEncoder)."""
 
     n_obs_steps: int = 2
     """To: observation history the policy conditions on."""
@@ -94,6 +96,13 @@ class PolicyConfig:
     state_dims: tuple[int, ...] | None = None
     """Indices of the raw low-dim state (the state keys concatenated) the policy sees; None = all. With
     `state_differences` this gives a policy that sees positions only relative to each other."""
+    aux_target_key: str | None = None
+    """Training only, never an input: a low-dim key of the store (e.g. observation.environment_state, the
+    simulator's privileged state) that a linear head predicts from the current frame's camera features, an
+    auxiliary loss that makes the encoder find the objects and the goal (architecture.md §Vision). Needs
+    cameras; a policy evaluated or deployed never reads the key."""
+    aux_loss_weight: float = 1.0
+    """Weight of that auxiliary loss (mean squared error of the normalised key) in the training loss."""
     device: str = "cpu"
     """Device the policy runs on."""
 
@@ -118,7 +127,20 @@ class PolicyConfig:
         if bad:
             raise InvalidInputError(f"image_keys must start with 'observation.images.', got {bad}")
         check_bounds(self, ["crop_ratio"], 0.1, 1)
-        check_bounds(self, ["shift_pad", "state_noise"], 0)
+        check_bounds(self, ["shift_pad", "state_noise", "aux_loss_weight"], 0)
+        if self.aux_target_key is not None:
+            if not type(self).AUX_TARGETS:
+                raise InvalidInputError(f"aux_target_key: a {type(self).__name__} has no auxiliary target")
+            if not self.image_keys:
+                raise InvalidInputError(
+                    f"aux_target_key {self.aux_target_key!r} is predicted from camera features; this policy "
+                    "has no cameras"
+                )
+            if self.aux_target_key in (*self.state_keys, *self.image_keys):
+                raise InvalidInputError(
+                    f"aux_target_key {self.aux_target_key!r} is also an input of this policy; the target "
+                    "must be a key the policy does not see"
+                )
         check_bounds(self, ["mixup"], 0, 1)
         if self.mixup > 0 and self.image_keys:
             raise InvalidInputError(
@@ -139,13 +161,18 @@ class PolicyConfig:
     def input_keys(self) -> tuple[str, ...]:
         return (*self.state_keys, *self.image_keys)
 
+    @property
+    def training_keys(self) -> tuple[str, ...]:
+        """The observation keys a training window holds: the inputs and the auxiliary target."""
+        return (*self.input_keys, *((self.aux_target_key,) if self.aux_target_key else ()))
+
     def window_spec(self, obs_keys: tuple[str, ...] | None = None) -> WindowSpec:
         """The training windows of this policy: To observation frames, a chunk of `horizon` actions, padded
         after an episode's end so its last Ta actions are covered (Diffusion Policy's pad_after = Ta - 1)."""
         return WindowSpec(
             n_obs_steps=self.n_obs_steps,
             horizon=self.horizon,
-            obs_keys=self.input_keys if obs_keys is None else obs_keys,
+            obs_keys=self.training_keys if obs_keys is None else obs_keys,
             pad_after=self.n_action_steps - 1,
         )
 
@@ -165,7 +192,7 @@ class PolicyConfig:
 
     def validate_inputs(self) -> None:
         """The shapes the policy needs are known (i.e. the config was adapted to a store)."""
-        missing = [k for k in self.input_keys if k not in self.input_shapes]
+        missing = [k for k in self.training_keys if k not in self.input_shapes]
         if missing or self.action_dim <= 0:
             raise InvalidInputError(
                 f"config is not adapted to a dataset: missing input shapes {missing}, action_dim={self.action_dim}"

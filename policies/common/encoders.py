@@ -11,6 +11,7 @@ passed through as is (DP concatenates it to the image features), with the config
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 from einops import rearrange
@@ -101,7 +102,11 @@ class ObsEncoder(nn.Module):
         self.task_embedding = (
             nn.Embedding(len(config.tasks), config.task_embed_dim) if config.use_tasks else None
         )
-        per_step = self.state_dim + len(config.image_keys) * config.vision_feature_dim
+        image_dim = len(config.image_keys) * config.vision_feature_dim
+        aux = config.aux_target_key
+        self.aux_head = nn.Linear(image_dim, math.prod(config.input_shapes[aux])) if aux else None
+        """Predicts the auxiliary target from one frame's camera features (training only)."""
+        per_step = self.state_dim + image_dim
         self.out_dim = per_step * config.n_obs_steps + (config.task_embed_dim if config.use_tasks else 0)
 
     def crop_size(self, key: str) -> tuple[int, int]:
@@ -110,6 +115,12 @@ class ObsEncoder(nn.Module):
         return max(1, round(H * r)), max(1, round(W * r))
 
     def forward(self, obs: dict[str, Tensor], task_index: Tensor | None = None) -> Tensor:
+        return self.encode(obs, task_index)[0]
+
+    def encode(
+        self, obs: dict[str, Tensor], task_index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The conditioning (B, out_dim) and the camera features (B, To, cameras * D), None without cameras."""
         B, To = obs[self.config.input_keys[0]].shape[:2]
         feats: list[Tensor] = []
         for key in self.config.image_keys:
@@ -121,6 +132,7 @@ class ObsEncoder(nn.Module):
                 img = random_shift(img, self.config.shift_pad)
             f = self.cameras[key.replace(".", "_")](rearrange(img, "b t c h w -> (b t) c h w"))
             feats.append(rearrange(f, "(b t) d -> b t d", b=B))  # (B, To, D)
+        images = torch.cat(feats, dim=-1) if feats else None
         if self.config.state_keys:
             state = torch.cat(
                 [obs[k].reshape(B, To, -1) for k in self.config.state_keys], dim=-1
@@ -137,4 +149,4 @@ class ObsEncoder(nn.Module):
             if task_index is None:
                 raise InvalidInputError("this policy is task-conditioned: observations need a 'task'")
             cond = torch.cat([cond, self.task_embedding(task_index)], dim=-1)  # (B, out_dim)
-        return cond
+        return cond, images

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from huggingface_hub import ModelHubMixin
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
@@ -80,6 +81,9 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         shapes = {k: tuple(config.input_shapes[k]) for k in config.state_keys}
         shapes |= {k: (config.input_shapes[k][-1],) for k in config.image_keys}  # per channel
         shapes["action"] = (config.action_dim,)
+        if config.aux_target_key:
+            modes[config.aux_target_key] = config.state_norm
+            shapes[config.aux_target_key] = tuple(config.input_shapes[config.aux_target_key])
         if config.state_differences:
             modes[DIFFERENCES_KEY] = config.state_norm
             shapes[DIFFERENCES_KEY] = (config.differences_dim,)
@@ -189,6 +193,20 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         To = self.config.n_obs_steps
         window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
         return self.encoder(self.prepare_obs(window), self.task_indices(obs, B))
+
+    def condition_for_training(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        """`condition` of a training batch, and with `aux_target_key` the auxiliary loss: the squared error
+        of the encoder's linear prediction of that key's normalised value at the current frame, from the
+        current frame's camera features (None without a target)."""
+        c = self.config
+        B, To = batch[c.input_keys[0]].shape[0], c.n_obs_steps
+        window = {k: batch[k][:, :To] for k in c.input_keys}
+        cond, images = self.encoder.encode(self.prepare_obs(window), self.task_indices(batch, B))
+        if c.aux_target_key is None or images is None:
+            return cond, None
+        raw = torch.as_tensor(batch[c.aux_target_key][:, To - 1], device=self.device).float()
+        target = self.normalizer.normalize_key(c.aux_target_key, raw).flatten(1)
+        return cond, F.mse_loss(self.encoder.aux_head(images[:, -1]), target)
 
     def policy_view(self, obs: Mapping[str, Any]) -> Any:
         """The images of one env observation as this policy sees them at inference, side by side (the

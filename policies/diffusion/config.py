@@ -13,6 +13,7 @@ from visuomotor.policies.common.config import BETA_SCHEDULES, PolicyConfig, chec
 class DiffusionConfig(PolicyConfig):
     """Diffusion Policy with the 1-D temporal conv U-Net."""
 
+    AUX_TARGETS: ClassVar[bool] = True
     INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
         *PolicyConfig.INFERENCE_FIELDS,
         "sampler",

@@ -46,7 +46,7 @@ class DiffusionPolicy(Policy):
 
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         batch = self.mix_demonstrations(batch)
-        cond = self.condition(batch)
+        cond, aux_loss = self.condition_for_training(batch)
         actions = self.normalizer.normalize_key("action", batch["action"].float())  # (B, H, A)
         if actions.shape[1] != self.config.horizon:
             raise ValueError(
@@ -59,7 +59,11 @@ class DiffusionPolicy(Policy):
         pred = self.unet(noisy, t, cond)  # (B, H, A)
         target = noise if self.config.prediction_type == "epsilon" else actions
         loss = F.mse_loss(pred, target)
-        return loss, {"loss": loss.item()}
+        if aux_loss is None:
+            return loss, {"loss": loss.item()}
+        logs = {"diffusion_loss": loss.item(), "aux_loss": aux_loss.item()}
+        loss = loss + self.config.aux_loss_weight * aux_loss
+        return loss, logs | {"loss": loss.item()}
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:

@@ -189,24 +189,25 @@ class Policy(nn.Module, ModelHubMixin, ABC):
     def condition(self, obs: dict[str, Any]) -> Tensor:
         """Global conditioning (B, G) from the first To frames of `obs`, through `self.encoder`
         (an ObsEncoder, which every policy of this package has)."""
-        B = obs[self.config.input_keys[0]].shape[0]
-        To = self.config.n_obs_steps
-        window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
-        return self.encoder(self.prepare_obs(window), self.task_indices(obs, B))
+        return self._encode(obs)[0]
 
     def condition_for_training(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
         """`condition` of a training batch, and with `aux_target_key` the auxiliary loss: the squared error
         of the encoder's linear prediction of that key's normalised value at the current frame, from the
         current frame's camera features (None without a target)."""
-        c = self.config
-        B, To = batch[c.input_keys[0]].shape[0], c.n_obs_steps
-        window = {k: batch[k][:, :To] for k in c.input_keys}
-        cond, images = self.encoder.encode(self.prepare_obs(window), self.task_indices(batch, B))
-        if c.aux_target_key is None or images is None:
+        cond, images = self._encode(batch)
+        key = self.config.aux_target_key
+        if key is None or images is None:
             return cond, None
-        raw = torch.as_tensor(batch[c.aux_target_key][:, To - 1], device=self.device).float()
-        target = self.normalizer.normalize_key(c.aux_target_key, raw).flatten(1)
+        raw = torch.as_tensor(batch[key][:, self.config.n_obs_steps - 1], device=self.device).float()
+        target = self.normalizer.normalize_key(key, raw).flatten(1)
         return cond, F.mse_loss(self.encoder.aux_head(images[:, -1]), target)
+
+    def _encode(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
+        B = obs[self.config.input_keys[0]].shape[0]
+        To = self.config.n_obs_steps
+        window = {k: obs[k][:, :To] for k in self.config.input_keys}  # the first To frames are observations
+        return self.encoder.encode(self.prepare_obs(window), self.task_indices(obs, B))
 
     def policy_view(self, obs: Mapping[str, Any]) -> Any:
         """The images of one env observation as this policy sees them at inference, side by side (the

@@ -148,11 +148,8 @@ class CarpPolicy(Policy):
         cond, aux_loss = self.condition_for_training(batch)
         logits = self.transformer(cond, inputs)  # (B, L, V)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
-        logs = {"token_acc": (logits.argmax(-1) == targets).float().mean().item()}
-        if aux_loss is not None:
-            logs |= {"token_loss": loss.item(), "aux_loss": aux_loss.item()}
-            loss = loss + self.config.aux_loss_weight * aux_loss
-        return loss, logs | {"loss": loss.item()}
+        loss, logs = self.with_aux_loss(loss, aux_loss, "token_loss")
+        return loss, logs | {"token_acc": (logits.argmax(-1) == targets).float().mean().item()}
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()

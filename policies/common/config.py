@@ -136,7 +136,7 @@ class PolicyConfig:
                     f"aux_target_key {self.aux_target_key!r} is predicted from camera features; this policy "
                     "has no cameras"
                 )
-            if self.aux_target_key in (*self.state_keys, *self.image_keys):
+            if self.aux_target_key in self.input_keys:
                 raise InvalidInputError(
                     f"aux_target_key {self.aux_target_key!r} is also an input of this policy; the target "
                     "must be a key the policy does not see"

@@ -203,6 +203,17 @@ class Policy(nn.Module, ModelHubMixin, ABC):
         target = self.normalizer.normalize_key(key, raw).flatten(1)
         return cond, F.mse_loss(self.encoder.aux_head(images[:, -1]), target)
 
+    def with_aux_loss(
+        self, loss: Tensor, aux_loss: Tensor | None, name: str
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The policy's own training `loss` plus `aux_loss_weight` x the auxiliary loss (when there is one),
+        and the scalars to log: the total as `loss`; with a target also the own loss as `name` and
+        `aux_loss`."""
+        if aux_loss is None:
+            return loss, {"loss": loss.item()}
+        total = loss + self.config.aux_loss_weight * aux_loss
+        return total, {name: loss.item(), "aux_loss": aux_loss.item(), "loss": total.item()}
+
     def _encode(self, obs: dict[str, Any]) -> tuple[Tensor, Tensor | None]:
         B = obs[self.config.input_keys[0]].shape[0]
         To = self.config.n_obs_steps

@@ -58,12 +58,7 @@ class DiffusionPolicy(Policy):
         noisy = self.train_scheduler.add_noise(actions, noise, t)
         pred = self.unet(noisy, t, cond)  # (B, H, A)
         target = noise if self.config.prediction_type == "epsilon" else actions
-        loss = F.mse_loss(pred, target)
-        if aux_loss is None:
-            return loss, {"loss": loss.item()}
-        logs = {"diffusion_loss": loss.item(), "aux_loss": aux_loss.item()}
-        loss = loss + self.config.aux_loss_weight * aux_loss
-        return loss, logs | {"loss": loss.item()}
+        return self.with_aux_loss(F.mse_loss(pred, target), aux_loss, "diffusion_loss")
 
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:

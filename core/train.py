@@ -595,7 +595,7 @@ def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor
 
 def _frame_pictures(run: _Run, done: int, windows: int = 4) -> None:
     """A policy that predicts frames (PAD): PSNR of its predictions on a few fixed windows (held-out
-    episodes when there is a validation split) into the history, and a PNG strip in pictures/."""
+    episodes when there is a validation split; all cameras) into the history, and a PNG strip in pictures/."""
     if not hasattr(run.ema_policy, "frame_predictions"):
         return
     from visuomotor.policies.pad.pictures import psnr, strip, write_strip
@@ -611,9 +611,9 @@ def _frame_pictures(run: _Run, done: int, windows: int = 4) -> None:
         out["real"], np.repeat(out["current"][:, None], out["real"].shape[1], 1)
     )
     run.history.append(entry)
-    write_strip(
+    write_strip(  # the first camera
         run.dir.root / "pictures" / f"step_{done:07d}.png",
-        strip(out["current"], out["real"], out["predicted"]),
+        strip(out["current"][:, 0], out["real"][:, :, 0], out["predicted"][:, :, 0]),
     )
 
 

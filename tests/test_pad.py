@@ -362,3 +362,38 @@ def test_a_text_encoder_that_does_not_fit_is_named(store, tmp_path):
     policy = build(store, text_encoder=text_model(tmp_path / "bert", "bert"), text_dim=32)
     with pytest.raises(ValueError, match="gives 16-d features, text_dim is 32"):
         policy.prepare_training()
+
+
+def test_the_frames_benchmark_scores_each_camera_and_offset_against_copying_the_current_frame(
+    store, tmp_path
+):
+    from visuomotor.errors import InvalidInputError
+    from visuomotor.eval.bench import frames
+
+    build(store).save_pretrained(tmp_path / "pad")
+    out = frames.run_benchmark(
+        str(tmp_path / "f.json"), quick=True, store_path=store.path, checkpoint=str(tmp_path / "pad")
+    )
+    assert out["windows"] == frames.QUICK_WINDOWS and json.loads((tmp_path / "f.json").read_text()) == out
+    assert list(out["psnr"]) == [IMAGE_KEY] and list(out["psnr"][IMAGE_KEY]) == ["t+2", "t+4"]
+    # The baseline is the real future against the current frame of the same windows.
+    sampler = SequenceSampler(store, build(store).config.window_spec())
+    windows = sampler.sample(np.linspace(0, len(sampler) - 1, frames.QUICK_WINDOWS).astype(np.int64))[
+        IMAGE_KEY
+    ]
+    from visuomotor.policies.pad.pictures import psnr
+
+    assert out["psnr"][IMAGE_KEY]["t+4"]["copy_current_db"] == round(psnr(windows[:, 2], windows[:, 0]), 2)
+    # A perfect prediction scores inf; copying scores what it scores.
+    real = np.stack([windows[:, 1:]], axis=2)
+    scored = frames.frame_psnr(
+        {"current": windows[:, 0][:, None], "real": real, "predicted": real}, ["cam"], [2, 4]
+    )
+    assert (
+        scored["cam"]["t+2"]["predicted_db"] == float("inf") and scored["cam"]["t+2"]["copy_current_db"] < 60
+    )
+    build(store, predict_images=False).save_pretrained(tmp_path / "ablation")
+    with pytest.raises(InvalidInputError, match="without image prediction"):
+        frames.run_benchmark(None, store_path=store.path, checkpoint=str(tmp_path / "ablation"))
+    with pytest.raises(InvalidInputError, match="needs --checkpoint"):
+        frames.run_benchmark(None, store_path=store.path)

@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, str] = {
     "sim": "visuomotor.eval.bench.sim",
     "latency": "visuomotor.eval.bench.latency",
     "tokenizer": "visuomotor.eval.bench.tokenizer",
+    "frames": "visuomotor.eval.bench.frames",
     "train": "visuomotor.eval.bench.train",
     "server": "visuomotor.eval.bench.server",
     "deploy": "visuomotor.eval.bench.deploy",
@@ -27,9 +28,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         default=None,
-        help="dataload: measure this store instead of a synthetic one; tokenizer: its actions",
+        help="dataload: measure this store instead of a synthetic one; tokenizer: its actions; frames: its "
+        "episodes (held-out ones)",
     )
-    parser.add_argument("--checkpoint", default=None, help="tokenizer: the CARP run or checkpoint to measure")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="tokenizer: the CARP run or checkpoint to measure; frames: the PAD one",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

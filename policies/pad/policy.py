@@ -236,21 +236,17 @@ class PadPolicy(Policy):
     def frame_predictions(
         self, windows: dict[str, Any], generator: torch.Generator
     ) -> dict[str, np.ndarray] | None:
-        """For training windows (which hold the future frames): the current frame, the real and the
-        predicted futures, uint8, first camera: current (B, H, W, 3), real and predicted (B, k, H, W, 3).
-        None for the ablation."""
+        """For windows that hold the future frames (the training sampler's): the current frame, the real and
+        the predicted futures of every camera, uint8: current (B, C, H, W, 3), real and predicted
+        (B, k, C, H, W, 3). None for the ablation."""
         c = self.config
         if not c.predict_images:
             return None
         self.predict_action_chunk(windows, generator=generator)
         assert self.predicted_frames is not None
-        frames = np.asarray(windows[c.image_keys[0]])  # (B, To + k, H, W, 3)
+        frames = np.stack([np.asarray(windows[key]) for key in c.image_keys], axis=2)  # (B, To + k, C, ...)
         To = c.n_obs_steps
-        return {
-            "current": frames[:, To - 1],
-            "real": frames[:, To:],
-            "predicted": self.predicted_frames[:, :, 0],
-        }
+        return {"current": frames[:, To - 1], "real": frames[:, To:], "predicted": self.predicted_frames}
 
     def reset(self) -> None:
         super().reset()

@@ -1,0 +1,99 @@
+"""`visuomotor bench frames --checkpoint RUN --store STORE`: how well a PAD checkpoint predicts future frames
+on a store's episodes (give it held-out ones: demonstrations collected with other seeds).
+
+Windows evenly spread over the store (the training sampler's windows: frames past an episode's end repeat
+its last frame) are denoised with the checkpoint's own inference settings and a fixed generator. Reported
+per camera and per future offset: PSNR of the predicted frames against the real ones, beside the PSNR of
+copying the current frame ("nothing moves"), the baseline a useful prediction must beat
+(architecture.md §PAD).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from visuomotor.errors import InvalidInputError
+
+WINDOWS, QUICK_WINDOWS, BATCH = 96, 8, 16
+
+
+def _load_pad(checkpoint: str | None, store_path: str | None):
+    from visuomotor.policies import load_policy
+
+    if not checkpoint or not store_path:
+        raise InvalidInputError("bench frames needs --checkpoint (a PAD run or checkpoint) and --store")
+    policy = load_policy(checkpoint).eval()
+    if not hasattr(policy, "frame_predictions"):
+        raise InvalidInputError(f"{checkpoint}: a '{policy.name}' checkpoint; bench frames needs PAD")
+    if not policy.config.predict_images:
+        raise InvalidInputError(
+            f"{checkpoint}: PAD trained without image prediction (predict_images=false) predicts no frames"
+        )
+    return policy
+
+
+def _predict(policy, store_path: str, windows: int) -> dict[str, np.ndarray]:
+    """Current, real and predicted frames of `windows` windows spread over the store, all cameras."""
+    from visuomotor.datasets import EpisodeStore, SequenceSampler
+
+    sampler = SequenceSampler(EpisodeStore.open(store_path), policy.config.window_spec())
+    tasks = sampler.tasks
+    idx = np.linspace(0, len(sampler) - 1, min(windows, len(sampler))).astype(np.int64)
+    generator = torch.Generator().manual_seed(0)
+    outs = []
+    for start in range(0, len(idx), BATCH):
+        sample = sampler.sample(idx[start : start + BATCH])
+        # The store's task order need not be the checkpoint's: the policy is handed the task texts.
+        sample["task"] = [tasks[i] for i in sample.pop("task_index")]
+        outs.append(policy.frame_predictions(sample, generator))
+    return {k: np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")}
+
+
+def frame_psnr(frames: dict[str, np.ndarray], cameras: list[str], offsets: list[int]) -> dict[str, Any]:
+    """Per camera and offset: PSNR (dB) of the prediction and of copying the current frame.
+    frames: current (B, C, H, W, 3); real and predicted (B, k, C, H, W, 3), uint8."""
+    from visuomotor.policies.pad.pictures import psnr
+
+    out: dict[str, Any] = {}
+    for c, camera in enumerate(cameras):
+        current = frames["current"][:, c]
+        out[camera] = {
+            f"t+{o}": {
+                "predicted_db": round(psnr(frames["real"][:, k, c], frames["predicted"][:, k, c]), 2),
+                "copy_current_db": round(psnr(frames["real"][:, k, c], current), 2),
+            }
+            for k, o in enumerate(offsets)
+        }
+    return out
+
+
+def run_benchmark(
+    json_path: str | None,
+    quick: bool = False,
+    store_path: str | None = None,
+    checkpoint: str | None = None,
+) -> dict[str, Any]:
+    policy = _load_pad(checkpoint, store_path)
+    assert store_path is not None
+    c = policy.config
+    t0 = time.perf_counter()
+    frames = _predict(policy, store_path, QUICK_WINDOWS if quick else WINDOWS)
+    out = {
+        "benchmark": "frames",
+        "date": time.strftime("%Y-%m-%d"),
+        "checkpoint": str(checkpoint),
+        "store": str(Path(store_path)),
+        "windows": len(frames["current"]),
+        "num_inference_steps": c.num_inference_steps,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "psnr": frame_psnr(frames, list(c.image_keys), list(c.future_offsets)),
+    }
+    if json_path:
+        Path(json_path).write_text(json.dumps(out, indent=2))
+    return out

@@ -1,7 +1,9 @@
 """The quickstart, end to end on a small default: collect scripted demonstrations into an episode store,
-inspect it, train a Diffusion Policy on it (`cpu` preset, state-based), evaluate the trained policy in
-simulation, print its success rate and write videos. Each step is the same `visuomotor` command a user
-would type; they are printed as they run.
+inspect it, train a Diffusion Policy on it (`cpu` preset) from the two cameras of the vision recipe and
+the robot's proprioception, evaluate it in simulation, print its success rate and write videos that show
+what the policy saw. Each step is the same `visuomotor` command a user would type; they are printed as
+they run. `--from-state` trains from the simulator's privileged state instead (the camera is then only
+recorded for the videos).
 """
 
 from __future__ import annotations
@@ -16,9 +18,28 @@ from visuomotor.errors import PathExistsError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="metaworld/drawer-open-v3", help="environment id")
     parser.add_argument("--episodes", type=int, default=20, help="demonstrations to collect")
-    parser.add_argument("--steps", type=int, default=1000, help="training steps")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="training steps (default: 1500 from cameras, 1000 from state)"
+    )
+    parser.add_argument(
+        "--from-state",
+        action="store_true",
+        help="train from the simulator's privileged state (object and goal positions) instead of the cameras",
+    )
     parser.add_argument("--eval-episodes", type=int, default=20, help="evaluation episodes")
     parser.add_argument("--out", default=None, help="output directory (default: a new runs/demo-N)")
+
+
+# Keyed by --from-state. From cameras: the vision recipe (BENCHMARKS.md, Quickstart: 100% on drawer-open
+# with 1,500 steps); the run takes the store's cameras and proprio by default. From state: one camera
+# recorded for the videos only, the full Metaworld state (object and goal positions) as the input. Other
+# simulators collect their default camera.
+COLLECT = {
+    False: "--image-size 64 --camera corner2 --camera gripperPOV --camera-pose dp3",
+    True: "--image-size 64",
+}
+INPUTS = {False: "", True: "--cameras none -o state_keys=observation.environment_state"}
+STEPS = {False: 1500, True: 1000}
 
 
 def _new_run_dir(parent: Path, stem: str) -> Path:
@@ -41,13 +62,12 @@ def run(args: argparse.Namespace) -> int:
     def q(x: object) -> str:
         return shlex.quote(str(x))
 
+    cameras = COLLECT[args.from_state] if args.env.startswith("metaworld/") else "--image-size 64"
     steps = [
-        f"collect --env {q(args.env)} --episodes {args.episodes} --out {q(store)} --image-size 64",
+        f"collect --env {q(args.env)} --episodes {args.episodes} --out {q(store)} {cameras}",
         f"dataset info {q(store)}",
-        # State-based: the full Metaworld state (object and goal positions) conditions the policy; the
-        # camera recorded for the videos is not an input (--cameras none).
-        f"train --policy diffusion --preset cpu --data {q(store)} --out {q(out / 'run')} --steps {args.steps} "
-        "--cameras none -o state_keys=observation.environment_state",
+        f"train --policy diffusion --preset cpu --data {q(store)} --out {q(out / 'run')} "
+        f"--steps {args.steps or STEPS[args.from_state]} {INPUTS[args.from_state]}".rstrip(),
         f"eval --checkpoint {q(out / 'run')} --env {q(args.env)} --episodes {args.eval_episodes} "
         f"--json {q(eval_json)} --video {q(out / 'videos')} --videos-per-task 2",
     ]

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     def q(x: object) -> str:
         return shlex.quote(str(x))
 
-    cameras = COLLECT[args.from_state] if args.env.startswith("metaworld/") else "--image-size 64"
+    cameras = COLLECT[args.from_state or not args.env.startswith("metaworld/")]  # others: default camera
     steps = [
         f"collect --env {q(args.env)} --episodes {args.episodes} --out {q(store)} {cameras}",
         f"dataset info {q(store)}",

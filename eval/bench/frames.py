@@ -23,11 +23,9 @@ from visuomotor.errors import InvalidInputError
 WINDOWS, QUICK_WINDOWS, BATCH = 96, 8, 16
 
 
-def _load_pad(checkpoint: str | None, store_path: str | None):
+def _load_pad(checkpoint: str):
     from visuomotor.policies import load_policy
 
-    if not checkpoint or not store_path:
-        raise InvalidInputError("bench frames needs --checkpoint (a PAD run or checkpoint) and --store")
     policy = load_policy(checkpoint).eval()
     if not hasattr(policy, "frame_predictions"):
         raise InvalidInputError(f"{checkpoint}: a '{policy.name}' checkpoint; bench frames needs PAD")
@@ -79,8 +77,9 @@ def run_benchmark(
     store_path: str | None = None,
     checkpoint: str | None = None,
 ) -> dict[str, Any]:
-    policy = _load_pad(checkpoint, store_path)
-    assert store_path is not None
+    if not checkpoint or not store_path:
+        raise InvalidInputError("bench frames needs --checkpoint (a PAD run or checkpoint) and --store")
+    policy = _load_pad(checkpoint)
     c = policy.config
     t0 = time.perf_counter()
     frames = _predict(policy, store_path, QUICK_WINDOWS if quick else WINDOWS)

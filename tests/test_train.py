@@ -250,6 +250,18 @@ def test_step_times_leave_out_each_stage_warm_up():
     assert _step_times(history, warmup=2) == {0: [1], 1: [3]}
 
 
+def test_train_benchmark_times_the_paper_pad_on_a_batch_that_fits():
+    from visuomotor.eval.bench import train as bench
+
+    _, pad_train = bench._overrides("pad", "paper", True, *bench._steps("pad", "paper", quick=False))
+    _, dp_train = bench._overrides(
+        "diffusion", "paper", True, *bench._steps("diffusion", "paper", quick=False)
+    )
+    assert pad_train["batch_size"] == "2" and pad_train["steps"] == "3"
+    assert "batch_size" not in dp_train and dp_train["steps"] == str(sum(bench.STEPS["paper"]))
+    assert bench._steps("pad", "paper", quick=True) == bench.QUICK_STEPS
+
+
 def test_a_trained_policy_beats_the_random_one_on_an_easy_task(tmp_path):
     """End to end on the fake 2-D reaching task: scripted demonstrations, a small Diffusion Policy from
     the state (point and goal), rollouts on held-out seeds beside the random policy (all in this process)."""

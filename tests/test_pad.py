@@ -397,3 +397,80 @@ def test_the_frames_benchmark_scores_each_camera_and_offset_against_copying_the_
         frames.run_benchmark(None, store_path=store.path, checkpoint=str(tmp_path / "ablation"))
     with pytest.raises(InvalidInputError, match="needs --checkpoint"):
         frames.run_benchmark(None, store_path=store.path)
+
+
+def test_the_autoencoder_stage_trains_only_the_autoencoder_and_its_latents_feed_the_dit(store):
+    policy = build(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8, patch_size=4)
+    assert policy.net.grid == (2, 2)  # 16 px frames -> 8x8 latents -> patches of 4
+    assert policy.net.patch_embed.in_channels == 4 * 3  # 4 latent channels, t+2 and t+4 on the current frame
+    assert [(s.name, s.steps) for s in policy.training_stages(5)] == [("autoencoder", 2), ("dit", 3)]
+    data = batch(policy, store, [0, 1, 2, 3])
+    policy.train()
+    policy.set_stage("autoencoder")
+    loss, logs = policy.compute_loss(data)
+    loss.backward()
+    assert logs["recon_mse"] > 0 and "action_loss" not in logs
+    assert all(p.grad is not None for p in policy.autoencoder.parameters())
+    assert all(p.grad is None for p in policy.net.parameters())
+    assert not torch.equal(policy.autoencoder.latent_mean, torch.zeros(4))  # running statistics move
+    policy.zero_grad(set_to_none=True)
+    policy.set_stage("dit")
+    loss, logs = policy.compute_loss(data)
+    loss.backward()
+    assert {"action_loss", "image_loss"} <= logs.keys()
+    assert all(p.grad is None for p in policy.autoencoder.parameters())  # frozen: latents carry no gradient
+    latents = policy.frames(data, 3)
+    assert latents.shape == (4, 3, 4, 8, 8)
+    policy.eval()
+    obs = {k: data[k][:1, :1] for k in KEYS} | {"task": ["a"]}
+    policy.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert policy.predicted_frames.shape == (1, 2, 1, 16, 16, 3)  # decoded back to the camera's pixels
+
+
+def test_a_run_with_the_autoencoder_stage_keeps_it_frozen_after_its_stage_and_in_the_checkpoint(
+    store, tmp_path
+):
+    from safetensors.torch import load_file
+
+    from visuomotor.policies import load_policy
+    from visuomotor.train import train
+
+    over = {k: str(v) for k, v in TINY.items()} | {
+        "future_offsets": "[2, 4]",
+        "image_keys": f'["{IMAGE_KEY}"]',
+        "patch_size": "4",
+        "autoencoder_steps": "2",
+        "autoencoder_factor": "2",
+        "autoencoder_width": "8",
+    }
+    fast = {"steps": "5", "batch_size": "4", "warmup_steps": "1", "save_every": "1"}
+    train("pad", store.path, tmp_path / "run", policy_overrides=over, preset="cpu", progress=False,
+          train_overrides=fast)  # fmt: skip
+    weights = {
+        step: load_file(tmp_path / "run" / "checkpoints" / f"step-{step:07d}" / "pretrained_model" / "model.safetensors")
+        for step in (4, 5)
+    }  # fmt: skip
+    ae = [k for k in weights[5] if k.startswith("autoencoder.")]
+    dit = [k for k in weights[5] if k.startswith("net.")]
+    assert ae and dit
+    assert all(torch.equal(weights[4][k], weights[5][k]) for k in ae)  # frozen once the DiT trains
+    assert any(not torch.equal(weights[4][k], weights[5][k]) for k in dit)
+    loaded = load_policy(tmp_path / "run")
+    assert loaded.autoencoder is not None
+    assert torch.equal(loaded.autoencoder.latent_std, weights[5]["autoencoder.latent_std"])
+    with pytest.raises(ValueError, match="steps must exceed 2, got 2"):
+        train("pad", store.path, tmp_path / "short", policy_overrides=over, preset="cpu", progress=False,
+              train_overrides=fast | {"steps": "2"})  # fmt: skip
+
+
+def test_bad_autoencoder_settings_are_named(store, tmp_path):
+    with pytest.raises(ValueError, match="autoencoder_factor must be a power of 2"):
+        build(store, autoencoder_steps=2, autoencoder_factor=3)
+    with pytest.raises(ValueError, match=r"either vae_path .* or autoencoder_steps"):
+        build(store, autoencoder_steps=2, vae_path=str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"do not fit the frame autoencoder .* 4x4\) cut into patches of patch_size 8"
+    ):
+        build(store, autoencoder_steps=2, autoencoder_factor=4, patch_size=8)
+    with pytest.raises(ValueError, match="autoencoder_steps must be >= 0"):
+        build(store, autoencoder_steps=-1)

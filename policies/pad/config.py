@@ -70,6 +70,16 @@ class PadConfig(PolicyConfig):
     have its weights): the image branch then works on its scaled latents, 8x smaller per side for SD's VAE
     (256 px frames with patch 2 give the paper's 256 tokens); frozen and not saved in checkpoints, which
     keep the path. None: pixels in [-1, 1]."""
+    autoencoder_steps: int = 0
+    """Steps of a first training stage that fits a small frame autoencoder to the run's own frames
+    (`policies/pad/autoencoder.py`, saved in the checkpoint like CARP's tokenizer); the image branch then
+    works on its latents, `autoencoder_factor` times smaller per side with `autoencoder_channels`
+    channels, as the paper's on SD-VAE's. 0: pixels (or `vae_path`'s latents)."""
+    autoencoder_channels: int = 4
+    autoencoder_factor: int = 4
+    """How many times smaller per side the latents are than the frames (a power of 2)."""
+    autoencoder_width: int = 64
+    """Channels of the autoencoder's convolutions."""
     hidden_dim: int = 256
     depth: int = 6
     num_heads: int = 4
@@ -121,6 +131,19 @@ class PadConfig(PolicyConfig):
             raise InvalidInputError(
                 f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
             )
+        if self.autoencoder_steps < 0 or self.autoencoder_channels < 1 or self.autoencoder_width < 8:
+            raise InvalidInputError(
+                f"autoencoder_steps must be >= 0, autoencoder_channels >= 1 and autoencoder_width >= 8, got "
+                f"{self.autoencoder_steps}, {self.autoencoder_channels} and {self.autoencoder_width}"
+            )
+        factor = self.autoencoder_factor
+        if factor < 2 or factor & (factor - 1):
+            raise InvalidInputError(f"autoencoder_factor must be a power of 2 (2, 4, 8, ...), got {factor}")
+        if self.autoencoder_steps and self.vae_path:
+            raise InvalidInputError(
+                "give either vae_path (a pretrained VAE's latents) or autoencoder_steps (train one on the "
+                "store first), not both"
+            )
         check_timesteps(self)
 
     def validate_inputs(self) -> None:
@@ -136,11 +159,12 @@ class PadConfig(PolicyConfig):
                 f"PAD stacks its cameras: they must share one frame size, got {sorted(sizes)}"
             )
         h, w, _ = next(iter(sizes))
-        if self.vae_path:
-            factor = vae_geometry(self.vae_path).factor
+        if self.vae_path or self.autoencoder_steps:
+            factor = vae_geometry(self.vae_path).factor if self.vae_path else self.autoencoder_factor
+            source = "the VAE at vae_path" if self.vae_path else "the frame autoencoder (autoencoder_factor)"
             if h % factor or w % factor or (h // factor) % self.patch_size or (w // factor) % self.patch_size:
                 raise InvalidInputError(
-                    f"camera frames {h}x{w} do not fit the VAE at vae_path (latents {factor}x smaller per "
+                    f"camera frames {h}x{w} do not fit {source} (latents {factor}x smaller per "
                     f"side: {h / factor:g}x{w / factor:g}) cut into patches of patch_size {self.patch_size}"
                 )
         elif h % self.patch_size or w % self.patch_size:

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from visuomotor.datasets.images import random_shift, to_float_chw
 from visuomotor.errors import InvalidInputError, MissingKeyError
-from visuomotor.policies.common.policy import Policy
+from visuomotor.policies.common.policy import Policy, TrainStage
+from visuomotor.policies.pad.autoencoder import FrameAutoencoder, LearnedFrames
 from visuomotor.policies.pad.config import PadConfig
 from visuomotor.policies.pad.frames import frame_space
 from visuomotor.policies.pad.model import PadDiT
@@ -60,7 +61,15 @@ class PadPolicy(Policy):
     def __init__(self, config: PadConfig, stats: dict[str, Any] | None = None) -> None:
         super().__init__(config, stats)
         c = config
-        self.space = frame_space(c.vae_path)  # pixels, or a frozen VAE's latents (not a submodule: frames.py)
+        self.autoencoder: FrameAutoencoder | None = None
+        if c.autoencoder_steps:  # a submodule: trained in the first stage, checkpointed with the DiT
+            self.autoencoder = FrameAutoencoder(
+                c.autoencoder_channels, c.autoencoder_factor, c.autoencoder_width
+            )
+            self.space: Any = LearnedFrames(self.autoencoder)
+        else:  # pixels, or a frozen VAE's latents (not a submodule: frames.py)
+            self.space = frame_space(c.vae_path)
+        self.stage = "dit"  # what compute_loss trains; the training loop sets it per stage
         h, w = self.space.grid(*c.input_shapes[c.image_keys[0]][:2])
         self.frame_channels = len(c.image_keys) * self.space.channels
         future = self.frame_channels * len(c.future_offsets) if c.predict_images else 0
@@ -87,9 +96,11 @@ class PadPolicy(Policy):
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
         self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)  # actions: epsilon
-        # Pixels live in [-1, 1], so their samples are clipped there; scaled VAE latents do not.
+        # Pixels live in [-1, 1], so their samples are clipped there; scaled or standardised latents do not.
         self.image_scheduler = DDIMScheduler(
-            **schedule, clip_sample=not c.vae_path, prediction_type=c.image_prediction
+            **schedule,
+            clip_sample=not (c.vae_path or c.autoencoder_steps),
+            prediction_type=c.image_prediction,
         )
         self.predicted_frames: np.ndarray | None = None
         """uint8 (B, len(future_offsets), cameras, H, W, 3) from the last `predict_action_chunk` of the
@@ -120,11 +131,32 @@ class PadPolicy(Policy):
             )
         self.task_embed.features.copy_(features)
 
+    # ------------------------------------------------------------------ stages
+    def training_stages(self, total_steps: int) -> list[TrainStage]:
+        """One stage, or with `autoencoder_steps` the frame autoencoder first, then the DiT on its latents."""
+        ae_steps = self.config.autoencoder_steps
+        if not ae_steps:
+            return [TrainStage("dit", total_steps)]
+        if total_steps <= ae_steps:
+            raise InvalidInputError(
+                f"PAD trains the frame autoencoder for autoencoder_steps={ae_steps} steps and the DiT for the "
+                f"rest of the run: steps must exceed {ae_steps}, got {total_steps}"
+            )
+        dit = ("net", "task_embed") if self.task_embed is not None else ("net",)
+        return [
+            TrainStage("autoencoder", ae_steps, ("autoencoder",)),
+            TrainStage("dit", total_steps - ae_steps, dit),
+        ]
+
+    def set_stage(self, name: str) -> None:
+        if name not in ("autoencoder", "dit"):
+            raise InvalidInputError(f"PAD has stages ('autoencoder', 'dit'), not {name!r}")
+        self.stage = name
+
     # ------------------------------------------------------------------ inputs
-    def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:
-        """The first `n_frames` frames of every camera as (B, n_frames, cameras * C, h, w): pixels in [-1, 1]
-        (C = 3) or VAE latents; while training, each camera shifted at random (DrQ) first, by one offset
-        for all of its frames."""
+    def pixels(self, obs: dict[str, Any], n_frames: int) -> list[Tensor]:
+        """The first `n_frames` frames of every camera, (B, n_frames, 3, H, W) in [-1, 1]; while training,
+        each camera shifted at random (DrQ) first, by one offset for all of its frames."""
         per_camera = []
         for key in self.config.image_keys:
             if key not in obs:
@@ -134,8 +166,16 @@ class PadPolicy(Policy):
             x = to_float_chw(torch.as_tensor(obs[key], device=self.device)[:, :n_frames])  # (B, T, C, H, W)
             if self.training and self.config.shift_pad:
                 x = random_shift(x, self.config.shift_pad)
-            z = self.space.encode(x.flatten(0, 1) * 2 - 1, sample=self.training)
-            per_camera.append(z.unflatten(0, x.shape[:2]))
+            per_camera.append(x * 2 - 1)
+        return per_camera
+
+    def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:
+        """The first `n_frames` frames of every camera in the image branch's space, (B, n_frames,
+        cameras * C, h, w): pixels (C = 3) or latents."""
+        per_camera = [
+            self.space.encode(x.flatten(0, 1), sample=self.training).unflatten(0, x.shape[:2])
+            for x in self.pixels(obs, n_frames)
+        ]
         return torch.cat(per_camera, dim=2)
 
     def proprio(self, obs: dict[str, Any]) -> Tensor:
@@ -173,6 +213,10 @@ class PadPolicy(Policy):
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         c = self.config
         To = c.n_obs_steps
+        if self.stage == "autoencoder":  # every frame of the window, every camera, action-free ones too
+            assert self.autoencoder is not None
+            x = torch.cat([p.flatten(0, 1) for p in self.pixels(batch, To + len(c.future_offsets))])
+            return self.autoencoder.reconstruction_loss(x)
         frames = self.frames(batch, To + len(c.future_offsets))  # (B, To + k, F, H, W)
         B = frames.shape[0]
         current, future = frames[:, :To].flatten(1, 2), frames[:, To:].flatten(1, 2)

@@ -35,19 +35,24 @@ class FrameAutoencoder(nn.Module):
         super().__init__()
         downs = int(math.log2(factor))
         self.channels, self.factor = channels, factor
-        encoder: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1)]
-        for _ in range(downs):
+        # The encoder runs on every frame of every window while the DiT trains, so it goes down at once
+        # (strided convolutions, no full-resolution layer); the decoder only trains in its stage and
+        # draws the pictures, so it can afford a layer per scale.
+        encoder: list[nn.Module] = [nn.Conv2d(3, width, 4, stride=2, padding=1)]
+        for _ in range(downs - 1):
             encoder += [_norm(width), nn.SiLU(), nn.Conv2d(width, width, 4, stride=2, padding=1)]
+        encoder += [_norm(width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1)]
         encoder += [_norm(width), nn.SiLU(), nn.Conv2d(width, channels, 1)]
         decoder: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1)]
-        for _ in range(downs):
+        decoder += [_norm(width), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1)]
+        for _ in range(downs - 1):
             decoder += [
                 _norm(width),
                 nn.SiLU(),
                 nn.Upsample(scale_factor=2),
                 nn.Conv2d(width, width, 3, padding=1),
             ]
-        decoder += [_norm(width), nn.SiLU(), nn.Conv2d(width, 3, 3, padding=1)]
+        decoder += [_norm(width), nn.SiLU(), nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1)]
         self.encoder, self.decoder = nn.Sequential(*encoder), nn.Sequential(*decoder)
         self.register_buffer("latent_mean", torch.zeros(channels))
         self.register_buffer("latent_std", torch.ones(channels))

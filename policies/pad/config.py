@@ -78,8 +78,11 @@ class PadConfig(PolicyConfig):
     autoencoder_channels: int = 4
     autoencoder_factor: int = 4
     """How many times smaller per side the latents are than the frames (a power of 2)."""
-    autoencoder_width: int = 64
+    autoencoder_width: int = 32
     """Channels of the autoencoder's convolutions."""
+    autoencoder_batch_size: int = 16
+    """Windows per batch in the autoencoder's stage (each gives every camera's current and future
+    frames: 128 frames with two cameras and three offsets)."""
     hidden_dim: int = 256
     depth: int = 6
     num_heads: int = 4
@@ -131,10 +134,16 @@ class PadConfig(PolicyConfig):
             raise InvalidInputError(
                 f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
             )
-        if self.autoencoder_steps < 0 or self.autoencoder_channels < 1 or self.autoencoder_width < 8:
+        ae = (
+            self.autoencoder_steps,
+            self.autoencoder_channels,
+            self.autoencoder_width,
+            self.autoencoder_batch_size,
+        )
+        if ae[0] < 0 or ae[1] < 1 or ae[2] < 8 or ae[3] < 1:
             raise InvalidInputError(
-                f"autoencoder_steps must be >= 0, autoencoder_channels >= 1 and autoencoder_width >= 8, got "
-                f"{self.autoencoder_steps}, {self.autoencoder_channels} and {self.autoencoder_width}"
+                "autoencoder_steps must be >= 0, autoencoder_channels >= 1, autoencoder_width >= 8 and "
+                f"autoencoder_batch_size >= 1, got {ae[0]}, {ae[1]}, {ae[2]} and {ae[3]}"
             )
         factor = self.autoencoder_factor
         if factor < 2 or factor & (factor - 1):

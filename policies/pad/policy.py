@@ -144,7 +144,9 @@ class PadPolicy(Policy):
             )
         dit = ("net", "task_embed") if self.task_embed is not None else ("net",)
         return [
-            TrainStage("autoencoder", ae_steps, ("autoencoder",)),
+            TrainStage(
+                "autoencoder", ae_steps, ("autoencoder",), batch_size=self.config.autoencoder_batch_size
+            ),
             TrainStage("dit", total_steps - ae_steps, dit),
         ]
 

@@ -474,3 +474,24 @@ def test_bad_autoencoder_settings_are_named(store, tmp_path):
         build(store, autoencoder_steps=2, autoencoder_factor=4, patch_size=8)
     with pytest.raises(ValueError, match="autoencoder_steps must be >= 0"):
         build(store, autoencoder_steps=-1)
+
+
+def test_the_frames_benchmark_scores_the_latent_space_itself_when_there_is_one(store, tmp_path):
+    from visuomotor.eval.bench import frames
+    from visuomotor.policies.pad.pictures import psnr
+
+    policy = build(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8, patch_size=4)
+    policy.save_pretrained(tmp_path / "pad")
+    out = frames.run_benchmark(None, quick=True, store_path=store.path, checkpoint=str(tmp_path / "pad"))
+    sampler = SequenceSampler(store, policy.config.window_spec())
+    real = sampler.sample(np.linspace(0, len(sampler) - 1, frames.QUICK_WINDOWS).astype(np.int64))[IMAGE_KEY]
+    x = torch.from_numpy(real[:, 2]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        decoded = policy.eval().autoencoder.decode(policy.autoencoder.encode(x))
+    pixels = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert out["psnr"][IMAGE_KEY]["t+4"]["autoencoded_db"] == round(psnr(real[:, 2], pixels), 2)
+    build(store).save_pretrained(tmp_path / "pixels")
+    on_pixels = frames.run_benchmark(
+        None, quick=True, store_path=store.path, checkpoint=str(tmp_path / "pixels")
+    )
+    assert "autoencoded_db" not in on_pixels["psnr"][IMAGE_KEY]["t+4"]

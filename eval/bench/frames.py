@@ -5,7 +5,9 @@ Windows evenly spread over the store (the training sampler's windows: frames pas
 its last frame) are denoised with the checkpoint's own inference settings and a fixed generator. Reported
 per camera and per future offset: PSNR of the predicted frames against the real ones, beside the PSNR of
 copying the current frame ("nothing moves"), the baseline a useful prediction must beat
-(architecture.md §PAD).
+(architecture.md §PAD). When the image branch works on latents (a VAE's or the run's own autoencoder),
+also the PSNR of the real future frames passed through that space (encoded, decoded): the most a
+prediction in it can reach.
 """
 
 from __future__ import annotations
@@ -50,24 +52,42 @@ def _predict(policy, store_path: str, windows: int) -> dict[str, np.ndarray]:
         # The store's task order need not be the checkpoint's: the policy is handed the task texts.
         sample["task"] = [tasks[i] for i in sample.pop("task_index")]
         outs.append(policy.frame_predictions(sample, generator))
-    return {k: np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")}
+    frames = {k: np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")}
+    from visuomotor.policies.pad.frames import PixelFrames
+
+    if not isinstance(policy.space, PixelFrames):
+        frames["reconstructed"] = _through_space(policy.space, frames["real"])
+    return frames
+
+
+@torch.no_grad()
+def _through_space(space, real: np.ndarray) -> np.ndarray:
+    """uint8 frames (..., H, W, 3) encoded into the latent space and decoded back, uint8."""
+    x = torch.from_numpy(real.reshape(-1, *real.shape[-3:])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = torch.cat([space.decode(space.encode(b, sample=False)) for b in x.split(64)])
+    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return pixels.numpy().reshape(real.shape)
 
 
 def frame_psnr(frames: dict[str, np.ndarray], cameras: list[str], offsets: list[int]) -> dict[str, Any]:
-    """Per camera and offset: PSNR (dB) of the prediction and of copying the current frame.
-    frames: current (B, C, H, W, 3); real and predicted (B, k, C, H, W, 3), uint8."""
+    """Per camera and offset: PSNR (dB) of the prediction and of copying the current frame, and of the
+    real frame through the latent space when `frames` has "reconstructed". frames: current (B, C, H, W,
+    3); real, predicted and reconstructed (B, k, C, H, W, 3), uint8."""
     from visuomotor.policies.pad.pictures import psnr
 
     out: dict[str, Any] = {}
     for c, camera in enumerate(cameras):
         current = frames["current"][:, c]
-        out[camera] = {
-            f"t+{o}": {
-                "predicted_db": round(psnr(frames["real"][:, k, c], frames["predicted"][:, k, c]), 2),
-                "copy_current_db": round(psnr(frames["real"][:, k, c], current), 2),
+        out[camera] = {}
+        for k, o in enumerate(offsets):
+            real = frames["real"][:, k, c]
+            scores = {
+                "predicted_db": round(psnr(real, frames["predicted"][:, k, c]), 2),
+                "copy_current_db": round(psnr(real, current), 2),
             }
-            for k, o in enumerate(offsets)
-        }
+            if "reconstructed" in frames:
+                scores["autoencoded_db"] = round(psnr(real, frames["reconstructed"][:, k, c]), 2)
+            out[camera][f"t+{o}"] = scores
     return out
 
 

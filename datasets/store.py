@@ -97,7 +97,11 @@ def _check_array_metadata(path: Path) -> None:
 
 
 def _holds_chunks(folder: Path) -> bool:
-    return any(p.is_file() and p.name != "zarr.json" for p in folder.rglob("*"))
+    """Whether an array folder holds chunk data. zarr writes files atomically through a temporary
+    `<name>.<hex>.partial` beside them, which a writer killed mid-write leaves behind: not a chunk."""
+    return any(
+        p.is_file() and p.name != "zarr.json" and not p.name.endswith(".partial") for p in folder.rglob("*")
+    )
 
 
 class EpisodeStore:

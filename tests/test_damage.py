@@ -25,6 +25,19 @@ def test_an_array_that_lost_its_metadata_is_named_not_dropped(store_path):
         EpisodeStore.open(store_path)
 
 
+def test_an_array_whose_creation_was_killed_mid_write_is_no_damage(store_path):
+    """zarr writes zarr.json through a temporary `zarr.<hex>.partial`; a writer killed then leaves only
+    that file in a new array's folder (a real SIGKILL did, test_crash_safety): the array never existed."""
+    folder = store_path / "data" / "observation.images.cam"
+    folder.mkdir()
+    (folder / "zarr.33804a965f1445959fa480a3a7d7dd79.partial").write_bytes(b"")
+    assert EpisodeStore.open(store_path).num_episodes == 2
+    (folder / "c").mkdir()
+    (folder / "c" / "0").write_bytes(b"chunk")
+    with pytest.raises(StoreError, match=r"array 'data/observation.images.cam' has lost its metadata"):
+        EpisodeStore.open(store_path)
+
+
 @pytest.mark.parametrize("damage", [b"\xff\xfe garbage", b'{"zarr_format": 3, "node_type": "array"}', b""])
 def test_garbled_array_metadata_is_a_store_error(store_path, damage):
     (store_path / "data" / "observation.state" / "zarr.json").write_bytes(damage)

@@ -53,9 +53,7 @@ def _predict(policy, store_path: str, windows: int) -> dict[str, np.ndarray]:
         sample["task"] = [tasks[i] for i in sample.pop("task_index")]
         outs.append(policy.frame_predictions(sample, generator))
     frames = {k: np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")}
-    from visuomotor.policies.pad.frames import PixelFrames
-
-    if not isinstance(policy.space, PixelFrames):
+    if policy.config.latent_frames:
         frames["reconstructed"] = _through_space(policy.space, frames["real"])
     return frames
 
@@ -63,10 +61,11 @@ def _predict(policy, store_path: str, windows: int) -> dict[str, np.ndarray]:
 @torch.no_grad()
 def _through_space(space, real: np.ndarray) -> np.ndarray:
     """uint8 frames (..., H, W, 3) encoded into the latent space and decoded back, uint8."""
-    x = torch.from_numpy(real.reshape(-1, *real.shape[-3:])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    from visuomotor.policies.pad.frames import from_uint8, to_uint8
+
+    x = from_uint8(torch.from_numpy(real.reshape(-1, *real.shape[-3:])))
     out = torch.cat([space.decode(space.encode(b, sample=False)) for b in x.split(64)])
-    pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-    return pixels.numpy().reshape(real.shape)
+    return to_uint8(out).numpy().reshape(real.shape)
 
 
 def frame_psnr(frames: dict[str, np.ndarray], cameras: list[str], offsets: list[int]) -> dict[str, Any]:

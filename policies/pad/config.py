@@ -155,6 +155,11 @@ class PadConfig(PolicyConfig):
             )
         check_timesteps(self)
 
+    @property
+    def latent_frames(self) -> bool:
+        """Whether the image branch works on latents (a VAE's or the run's own autoencoder's), not pixels."""
+        return bool(self.vae_path or self.autoencoder_steps)
+
     def validate_inputs(self) -> None:
         super().validate_inputs()
         if not self.image_keys:
@@ -168,7 +173,7 @@ class PadConfig(PolicyConfig):
                 f"PAD stacks its cameras: they must share one frame size, got {sorted(sizes)}"
             )
         h, w, _ = next(iter(sizes))
-        if self.vae_path or self.autoencoder_steps:
+        if self.latent_frames:
             factor = vae_geometry(self.vae_path).factor if self.vae_path else self.autoencoder_factor
             source = "the VAE at vae_path" if self.vae_path else "the frame autoencoder (autoencoder_factor)"
             if h % factor or w % factor or (h // factor) % self.patch_size or (w // factor) % self.patch_size:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from visuomotor.datasets.images import to_float_chw
 from visuomotor.errors import InvalidInputError
 from visuomotor.policies.pad.config import vae_geometry
 
@@ -69,6 +70,16 @@ class VaeFrames:
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latents -> (N, 3, H, W), about [-1, 1]."""
         return self.vae.to(z.device).decode(z / self.geometry.scaling).sample
+
+
+def from_uint8(frames: Tensor) -> Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]: the image branch's pixels."""
+    return to_float_chw(frames) * 2 - 1
+
+
+def to_uint8(pixels: Tensor) -> Tensor:
+    """float (..., 3, H, W), about [-1, 1] (decoded or predicted) -> uint8 (..., H, W, 3)."""
+    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
 
 
 def frame_space(vae_path: str | None) -> PixelFrames | VaeFrames:

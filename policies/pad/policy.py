@@ -32,7 +32,7 @@ from visuomotor.errors import InvalidInputError, MissingKeyError
 from visuomotor.policies.common.policy import Policy, TrainStage
 from visuomotor.policies.pad.autoencoder import FrameAutoencoder, LearnedFrames
 from visuomotor.policies.pad.config import PadConfig
-from visuomotor.policies.pad.frames import frame_space
+from visuomotor.policies.pad.frames import frame_space, to_uint8
 from visuomotor.policies.pad.model import PadDiT
 from visuomotor.policies.pad.text import encode_texts
 
@@ -99,7 +99,7 @@ class PadPolicy(Policy):
         # Pixels live in [-1, 1], so their samples are clipped there; scaled or standardised latents do not.
         self.image_scheduler = DDIMScheduler(
             **schedule,
-            clip_sample=not (c.vae_path or c.autoencoder_steps),
+            clip_sample=not c.latent_frames,
             prediction_type=c.image_prediction,
         )
         self.predicted_frames: np.ndarray | None = None
@@ -275,8 +275,7 @@ class PadPolicy(Policy):
         B, _, h, w = future.shape
         cameras = len(self.config.image_keys)
         pixels = self.space.decode(future.reshape(B * k * cameras, -1, h, w))  # (B k cameras, 3, H, W)
-        x = pixels.unflatten(0, (B, k, cameras)).permute(0, 1, 2, 4, 5, 3)
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
+        return to_uint8(pixels.unflatten(0, (B, k, cameras))).cpu().numpy()
 
     @torch.no_grad()
     def frame_predictions(

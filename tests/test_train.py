@@ -242,12 +242,27 @@ def test_train_benchmark_times_every_stage_after_its_warm_up(tmp_path):
     }  # fmt: skip
 
 
+@pytest.mark.parametrize("policy,image", [("pad", True), ("expo", False)])
+def test_train_benchmark_store_trains_pad_and_expo(tmp_path, policy, image):
+    """The benchmark's full-size store, which PAD (frame PSNR entries in its history) and EXPO (actions must
+    lie in [-1, 1]) once failed on after every other variant had run."""
+    from visuomotor.eval.bench import train as bench
+
+    bench._store(tmp_path / "s.zarr")
+    result = bench._child(str(tmp_path / "s.zarr"), str(tmp_path / "run"), policy, "cpu", image, quick=True)
+    assert [s["steps_timed"] for s in result["stages"].values()] == [bench.QUICK_STEPS[0]]
+
+
 def test_step_times_leave_out_each_stage_warm_up():
     from visuomotor.eval.bench.train import _step_times
 
     history = [{"wall_s": t, "stage": s} for t, s in [(1, 0), (3, 0), (4, 0), (10, 1), (12, 1), (15, 1)]]
     assert _step_times(history, warmup=1) == {0: [2, 1], 1: [2, 3]}
     assert _step_times(history, warmup=2) == {0: [1], 1: [3]}
+    # PAD's frame PSNR (and an evaluation) sit in the history between steps: not steps.
+    history.insert(2, {"step": 2, "frame_psnr": 20.0})
+    history.append({"step": 6, "success_rate": 0.5, "ci95": [0.1, 0.9]})
+    assert _step_times(history, warmup=1) == {0: [2, 1], 1: [2, 3]}
 
 
 def test_train_benchmark_times_the_paper_pad_on_a_batch_that_fits():

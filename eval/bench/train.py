@@ -51,7 +51,8 @@ def _store(path: Path, episodes: int = 20, length: int = 60, seed: int = 0) -> N
         data = {
             "observation.state": frames["observation.state"],
             "observation.environment_state": env_state,
-            "action": frames["action"],
+            # Metaworld's actions lie in [-1, 1] (EXPO's sampler requires it without a normaliser).
+            "action": np.clip(frames["action"], -1.0, 1.0),
             image_key(CAMERA): frames[image_key("front")],
         }
         store.append_episode(data, task=TASKS[e % len(TASKS)])
@@ -97,11 +98,12 @@ def _overrides(
 
 
 def _step_times(history: list[dict[str, Any]], warmup: int) -> dict[int, list[float]]:
-    """Seconds per step, by stage, leaving out each stage's first `warmup` steps."""
+    """Seconds per step, by stage, leaving out each stage's first `warmup` steps. Entries without a wall
+    clock are not steps (an evaluation's success rate, PAD's frame PSNR) and are skipped."""
     by_stage: dict[int, list[float]] = {}
     previous: dict[int, float] = {}
     seen: dict[int, int] = {}
-    for entry in history:
+    for entry in (e for e in history if "wall_s" in e):
         stage = int(entry.get("stage", 0))
         seen[stage] = seen.get(stage, 0) + 1
         if stage in previous and seen[stage] > warmup:

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import Tensor, nn
 
-from visuomotor.datasets.images import random_shift, to_float_chw
+from visuomotor.datasets.images import random_shift
 from visuomotor.errors import InvalidInputError, MissingKeyError
 from visuomotor.policies.common.policy import Policy, TrainStage
 from visuomotor.policies.pad.autoencoder import FrameAutoencoder, LearnedFrames
 from visuomotor.policies.pad.config import PadConfig
-from visuomotor.policies.pad.frames import frame_space, to_uint8
+from visuomotor.policies.pad.frames import frame_space, from_uint8, to_uint8
 from visuomotor.policies.pad.model import PadDiT
 from visuomotor.policies.pad.text import encode_texts
 
@@ -165,10 +165,10 @@ class PadPolicy(Policy):
                 raise MissingKeyError(
                     f"observation is missing '{key}'; PAD needs {list(self.config.image_keys)}"
                 )
-            x = to_float_chw(torch.as_tensor(obs[key], device=self.device)[:, :n_frames])  # (B, T, C, H, W)
-            if self.training and self.config.shift_pad:
+            x = from_uint8(torch.as_tensor(obs[key], device=self.device)[:, :n_frames])  # (B, T, C, H, W)
+            if self.training and self.config.shift_pad:  # copies pixels, so the same before or after mapping
                 x = random_shift(x, self.config.shift_pad)
-            per_camera.append(x * 2 - 1)
+            per_camera.append(x)
         return per_camera
 
     def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:

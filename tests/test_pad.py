@@ -392,9 +392,13 @@ def test_the_frames_benchmark_scores_each_camera_and_offset_against_copying_the_
     assert (
         scored["cam"]["t+2"]["predicted_db"] == float("inf") and scored["cam"]["t+2"]["copy_current_db"] < 60
     )
+    # The ablation predicts no frames: its actions are scored, sampled only.
     build(store, predict_images=False).save_pretrained(tmp_path / "ablation")
-    with pytest.raises(InvalidInputError, match="without image prediction"):
-        frames.run_benchmark(None, store_path=store.path, checkpoint=str(tmp_path / "ablation"))
+    ablation = frames.run_benchmark(
+        None, quick=True, store_path=store.path, checkpoint=str(tmp_path / "ablation")
+    )
+    assert ablation["psnr"] is None and list(ablation["actions"]) == ["sampled"]
+    assert list(out["actions"]) == ["sampled", "real_future"]
     with pytest.raises(InvalidInputError, match="needs --checkpoint"):
         frames.run_benchmark(None, store_path=store.path)
 
@@ -495,3 +499,32 @@ def test_the_frames_benchmark_scores_the_latent_space_itself_when_there_is_one(s
         None, quick=True, store_path=store.path, checkpoint=str(tmp_path / "pixels")
     )
     assert "autoencoded_db" not in on_pixels["psnr"][IMAGE_KEY]["t+4"]
+
+
+def test_the_frames_benchmark_scores_sampled_chunks_and_chunks_given_the_real_future(store, tmp_path):
+    from visuomotor.eval.bench import frames
+
+    policy = build(store).eval()
+    windows = next(frames._windows(policy, store.path, 4))
+    target = policy.normalizer.normalize_key("action", torch.as_tensor(windows["action"]).float())
+    chunk = policy.predict_action_chunk(windows, torch.Generator().manual_seed(0))
+    expected = ((policy.normalizer.normalize_key("action", chunk) - target) ** 2).mean().item()
+    errors = frames.action_errors(policy, store.path, 4)
+    assert errors["windows"] == 4 and errors["sampled"]["chunk_mse"] == round(expected, 4)
+    # Given the real future, the network sees at every step the real future frames noised to that step's
+    # level with one fixed noise draw, never its own predictions.
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    denoise = policy.denoise
+    policy.denoise = lambda future, *rest: (
+        seen.append((future.clone(), rest[3].clone())) or denoise(future, *rest)
+    )
+    policy.sample_chunk(windows, torch.Generator().manual_seed(0), real_future=True)
+    real = policy.frames(windows, 3)[:, 1:].flatten(1, 2)
+    alphas = policy.image_scheduler.alphas_cumprod
+    noises = []
+    for future, t in seen:
+        a = alphas[t].view(-1, 1, 1, 1)
+        noises.append((future - a.sqrt() * real) / (1 - a).sqrt())
+    assert len(seen) == policy.config.num_inference_steps
+    assert all(torch.allclose(n, noises[0], atol=1e-4) for n in noises)
+    assert policy.predicted_frames is None  # nothing was predicted to show

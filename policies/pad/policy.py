@@ -248,26 +248,41 @@ class PadPolicy(Policy):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
+        return self.sample_chunk(obs, generator)
+
+    @torch.no_grad()
+    def sample_chunk(
+        self, obs: dict[str, Any], generator: torch.Generator | None = None, real_future: bool = False
+    ) -> Tensor:
+        """The action chunk denoised jointly with the future frames (what the policy does). real_future: the
+        frames are not sampled but, at every step, the window's real future frames noised to that step's
+        level, as in training: the actions the network would give if its frame prediction were perfect
+        (`bench frames` compares the two; `obs` must then hold the future frames, as the sampler's
+        windows do)."""
         c = self.config
+        k = len(c.future_offsets)
         current = self.frames(obs, c.n_obs_steps).flatten(1, 2)  # (B, To * F, H, W)
         B, _, h, w = current.shape
         state, cond = self.proprio(obs), self.cond(obs, B)
         actions = torch.randn(B, c.horizon, c.action_dim, generator=generator, device=self.device)
-        k = len(c.future_offsets)
-        future = (
-            torch.randn(B, k * self.frame_channels, h, w, generator=generator, device=self.device)
-            if c.predict_images
-            else None
-        )
+        shape = (B, k * self.frame_channels, h, w)
+        future = torch.randn(shape, generator=generator, device=self.device) if c.predict_images else None
+        real = None
+        if real_future and future is not None:
+            real = self.frames(obs, c.n_obs_steps + k)[:, c.n_obs_steps :].flatten(1, 2)
         self.infer_scheduler.set_timesteps(c.num_inference_steps)
         self.image_scheduler.set_timesteps(c.num_inference_steps)
         for t in self.infer_scheduler.timesteps:
             step = t.expand(B).to(self.device)
-            eps_future, eps_actions = self.denoise(future, current, actions, state, step, cond)
+            if real is not None and future is not None:  # `future` holds one fixed noise draw here
+                future_in = self.image_scheduler.add_noise(real, future, step)
+            else:
+                future_in = future
+            eps_future, eps_actions = self.denoise(future_in, current, actions, state, step, cond)
             actions = self.infer_scheduler.step(eps_actions, t, actions).prev_sample
-            if future is not None and eps_future is not None:
+            if real is None and future is not None and eps_future is not None:
                 future = self.image_scheduler.step(eps_future, t, future).prev_sample
-        self.predicted_frames = None if future is None else self._to_uint8(future, k)
+        self.predicted_frames = None if future is None or real is not None else self._to_uint8(future, k)
         return self.normalizer.unnormalize("action", actions)
 
     def _to_uint8(self, future: Tensor, k: int) -> np.ndarray:

@@ -528,3 +528,17 @@ def test_the_frames_benchmark_scores_sampled_chunks_and_chunks_given_the_real_fu
     assert len(seen) == policy.config.num_inference_steps
     assert all(torch.allclose(n, noises[0], atol=1e-4) for n in noises)
     assert policy.predicted_frames is None  # nothing was predicted to show
+
+
+def test_bench_frames_runs_the_checkpoint_with_inference_fields_changed(store, tmp_path, capsys):
+    from visuomotor.cli import main
+
+    build(store).save_pretrained(tmp_path / "pad")
+    report = tmp_path / "frames.json"
+    args = ["bench", "frames", "--quick", "--checkpoint", str(tmp_path / "pad"), "--store", str(store.path)]
+    assert main([*args, "--json", str(report), "-o", "num_inference_steps=3"]) == 0
+    result = json.loads(report.read_text())
+    assert result["num_inference_steps"] == 3 and result["overrides"] == {"num_inference_steps": "3"}
+    assert main([*args, "-o", "horizon=4"]) == 2  # a training field, not an inference one
+    assert main(["bench", "latency", "--quick", "-o", "num_inference_steps=3"]) == 2
+    assert "bench frames takes it, not latency" in capsys.readouterr().err

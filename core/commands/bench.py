@@ -7,6 +7,8 @@ import importlib
 import json
 from pathlib import Path
 
+from visuomotor.commands import add_policy_override
+
 # name -> module with run_benchmark(json_path, quick=...) -> dict
 BENCHMARKS: dict[str, str] = {
     "dataload": "visuomotor.eval.bench.dataload",
@@ -36,15 +38,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="tokenizer: the CARP run or checkpoint to measure; frames: the PAD one",
     )
+    add_policy_override(parser, "-o num_inference_steps=50 (bench frames only)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from visuomotor.configs import parse_overrides
+    from visuomotor.errors import InvalidInputError
+
     if args.json_path:  # like eval --json: the folder is made if needed
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(BENCHMARKS[args.name])
     kwargs = {"store_path": args.store} if args.store else {}
     if args.checkpoint:
         kwargs["checkpoint"] = args.checkpoint
+    if args.policy_override:
+        if args.name != "frames":
+            raise InvalidInputError(
+                f"-o changes a checkpoint's inference fields: bench frames takes it, not {args.name}"
+            )
+        kwargs["overrides"] = parse_overrides(args.policy_override)
     result = module.run_benchmark(args.json_path, quick=args.quick, **kwargs)
     print(json.dumps(result, indent=2))
     return 0

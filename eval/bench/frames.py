@@ -30,10 +30,10 @@ from visuomotor.errors import InvalidInputError
 WINDOWS, QUICK_WINDOWS, BATCH = 96, 8, 16
 
 
-def _load_pad(checkpoint: str):
+def _load_pad(checkpoint: str, overrides: dict[str, str] | None):
     from visuomotor.policies import load_policy
 
-    policy = load_policy(checkpoint).eval()
+    policy = load_policy(checkpoint, overrides=overrides).eval()
     if not hasattr(policy, "frame_predictions"):
         raise InvalidInputError(f"{checkpoint}: a '{policy.name}' checkpoint; bench frames needs PAD")
     return policy
@@ -122,10 +122,12 @@ def run_benchmark(
     quick: bool = False,
     store_path: str | None = None,
     checkpoint: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """overrides: the checkpoint's inference-time fields changed (e.g. num_inference_steps), as eval's -o."""
     if not checkpoint or not store_path:
         raise InvalidInputError("bench frames needs --checkpoint (a PAD run or checkpoint) and --store")
-    policy = _load_pad(checkpoint)
+    policy = _load_pad(checkpoint, overrides)
     c = policy.config
     n = QUICK_WINDOWS if quick else WINDOWS
     t0 = time.perf_counter()
@@ -136,6 +138,7 @@ def run_benchmark(
         "checkpoint": str(checkpoint),
         "store": str(Path(store_path)),
         "num_inference_steps": c.num_inference_steps,
+        "overrides": dict(overrides or {}),
         "psnr": frame_psnr(frames, list(c.image_keys), list(c.future_offsets)) if frames else None,
         "actions": action_errors(policy, store_path, n),
     }

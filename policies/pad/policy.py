@@ -260,16 +260,16 @@ class PadPolicy(Policy):
         (`bench frames` compares the two; `obs` must then hold the future frames, as the sampler's
         windows do)."""
         c = self.config
-        k = len(c.future_offsets)
-        current = self.frames(obs, c.n_obs_steps).flatten(1, 2)  # (B, To * F, H, W)
+        k, To = len(c.future_offsets), c.n_obs_steps
+        given = real_future and c.predict_images
+        frames = self.frames(obs, To + k if given else To)  # encoded once: current (and real future)
+        current = frames[:, :To].flatten(1, 2)  # (B, To * F, H, W)
+        real = frames[:, To:].flatten(1, 2) if given else None
         B, _, h, w = current.shape
         state, cond = self.proprio(obs), self.cond(obs, B)
         actions = torch.randn(B, c.horizon, c.action_dim, generator=generator, device=self.device)
         shape = (B, k * self.frame_channels, h, w)
         future = torch.randn(shape, generator=generator, device=self.device) if c.predict_images else None
-        real = None
-        if real_future and future is not None:
-            real = self.frames(obs, c.n_obs_steps + k)[:, c.n_obs_steps :].flatten(1, 2)
         self.infer_scheduler.set_timesteps(c.num_inference_steps)
         self.image_scheduler.set_timesteps(c.num_inference_steps)
         for t in self.infer_scheduler.timesteps:

@@ -41,6 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_policy_override(parser, "-o num_inference_steps=50 (bench frames only)")
 
 
+def _takes_overrides(name: str) -> bool:
+    """A benchmark module that measures a checkpoint under changed inference fields says so."""
+    return bool(getattr(importlib.import_module(BENCHMARKS[name]), "TAKES_OVERRIDES", False))
+
+
 def run(args: argparse.Namespace) -> int:
     from visuomotor.configs import parse_overrides
     from visuomotor.errors import InvalidInputError
@@ -52,9 +57,10 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         kwargs["checkpoint"] = args.checkpoint
     if args.policy_override:
-        if args.name != "frames":
+        if not getattr(module, "TAKES_OVERRIDES", False):
+            takers = ", ".join(n for n in sorted(BENCHMARKS) if _takes_overrides(n))
             raise InvalidInputError(
-                f"-o changes a checkpoint's inference fields: bench frames takes it, not {args.name}"
+                f"-o changes a checkpoint's inference fields: bench {takers} takes it, not {args.name}"
             )
         kwargs["overrides"] = parse_overrides(args.policy_override)
     result = module.run_benchmark(args.json_path, quick=args.quick, **kwargs)

@@ -28,6 +28,8 @@ import torch
 from visuomotor.errors import InvalidInputError
 
 WINDOWS, QUICK_WINDOWS, BATCH = 96, 8, 16
+TAKES_OVERRIDES = True
+"""`bench frames -o FIELD=VALUE` measures the checkpoint with changed inference fields (core/commands/bench.py)."""
 
 
 def _load_pad(checkpoint: str, overrides: dict[str, str] | None):

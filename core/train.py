@@ -237,12 +237,20 @@ def train(
         _write_run_json(run_dir, policy_name, preset, data, config, tcfg, world)
         run.writer = _tensorboard(run_dir.root)
 
+    seconds = _steps(run, model, start_step, rank, world, progress)
+    return _finish(run, world, seconds)
+
+
+def _steps(run: _Run, model: nn.Module, start_step: int, rank: int, world: int, progress: bool) -> float:
+    """The training steps from `start_step` to the end: one optimiser step each, a stage switch where
+    the schedule says, logs, checkpoints and evaluations when due. Returns the seconds they took."""
     from tqdm import tqdm
 
+    tcfg = run.tcfg
     bar = tqdm(
         total=tcfg.steps,
         initial=start_step,
-        desc=f"train {policy_name}",
+        desc=f"train {run.policy_name}",
         disable=not (progress and run.is_main),
     )
     t0, losses = time.perf_counter(), []
@@ -260,12 +268,12 @@ def train(
             entry = _log_entry(run, done, losses, logs, grad_norm, time.perf_counter() - t0)
             losses = []
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
-        rng_states = _rank_rng_states(world) if _checkpoint_due(run.tcfg, done) else None
+        rng_states = _rank_rng_states(world) if _checkpoint_due(tcfg, done) else None
         if run.is_main:
             _checkpoint_and_evaluate(run, done, rng_states)
         run.policy.train()
     bar.close()
-    return _finish(run, world, time.perf_counter() - t0)
+    return time.perf_counter() - t0
 
 
 @dataclass

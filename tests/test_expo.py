@@ -143,6 +143,28 @@ def test_otf_prefers_the_edits_when_every_critic_does():
     assert torch.allclose(sel.action, torch.full((16, 2), -0.4), atol=1e-4)
 
 
+def test_the_selection_diagnostic_counts_edited_winners_and_the_critics_preference():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "expo_selection.py"
+    spec = importlib.util.spec_from_file_location("expo_selection", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    obs = {ENV_KEY: torch.randn(16, 1, 6)}
+    for sign, share in ((1.0, 1.0), (-1.0, 0.0)):
+        policy = tiny_policy(num_samples=4, clip_edited=False)
+        with torch.no_grad():  # every edit is +beta (or -beta) on both axes
+            policy.edit.mean.bias.copy_(torch.tensor([50.0, 50.0]) * sign)
+        policy.critics = LinearCritics(torch.tensor([[1.0, 1.0], [2.0, 1.0], [1.0, 3.0]]))
+        stats = module.selection_stats(policy, obs, draws=2)
+        assert stats["states"] == 16 and stats["candidates"] == 8
+        assert stats["edited_winner_share"] == share  # every critic ranks the edits above (below) the base
+        assert (stats["best_edited_minus_best_base_median"] > 0) == (sign > 0)
+        assert stats["ensemble_std_median"] > 0  # the members disagree
+    best_of_n = tiny_policy(num_samples=4, algorithm="best_of_n")
+    assert "edited_winner_share" not in module.selection_stats(best_of_n, obs, draws=1)
+
+
 # ---------------------------------------------------------------------------------------------- TD targets
 def test_masks_are_zero_at_terminal_ends_and_one_at_time_limit_ends():
     obs = {"s": np.arange(4, dtype=np.float32)[:, None]}

@@ -16,7 +16,18 @@ from visuomotor.datasets.stats import compute_stats
 from visuomotor.policies import get_policy_entry, make_config
 from visuomotor.policies.pad.model import PadDiT
 
-TINY = {"hidden_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "horizon": 8, "future_offsets": (2, 4)}
+# Pixels, one action token: the mechanics under test; the cpu preset's own latents and per-step tokens
+# are tested where named.
+TINY = {
+    "hidden_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "patch_size": 8,
+    "horizon": 8,
+    "future_offsets": (2, 4),
+    "autoencoder_steps": 0,
+    "action_tokens": "one",
+}
 KEYS = ["observation.state", IMAGE_KEY]
 
 
@@ -439,7 +450,8 @@ def test_a_run_with_the_autoencoder_stage_keeps_it_frozen_after_its_stage_and_in
     from visuomotor.policies import load_policy
     from visuomotor.train import train
 
-    over = {k: str(v) for k, v in TINY.items()} | {
+    # the cpu preset's recipe (latents of its own autoencoder, one token per action step), tiny
+    over = {k: str(v) for k, v in TINY.items() if k != "action_tokens"} | {
         "future_offsets": "[2, 4]",
         "image_keys": f'["{IMAGE_KEY}"]',
         "patch_size": "4",
@@ -460,7 +472,7 @@ def test_a_run_with_the_autoencoder_stage_keeps_it_frozen_after_its_stage_and_in
     assert all(torch.equal(weights[4][k], weights[5][k]) for k in ae)  # frozen once the DiT trains
     assert any(not torch.equal(weights[4][k], weights[5][k]) for k in dit)
     loaded = load_policy(tmp_path / "run")
-    assert loaded.autoencoder is not None
+    assert loaded.autoencoder is not None and loaded.config.action_tokens == "per_step"
     assert torch.equal(loaded.autoencoder.latent_std, weights[5]["autoencoder.latent_std"])
     with pytest.raises(ValueError, match="steps must exceed 2, got 2"):
         train("pad", store.path, tmp_path / "short", policy_overrides=over, preset="cpu", progress=False,

@@ -544,8 +544,9 @@ LEARN = {  # small enough to learn the fixture's 3 demonstrations in a few hundr
     "diffusion": {"down_dims": (32, 64), "step_embed_dim": 16, "horizon": 8, "n_action_steps": 4},
     "carp": {"horizon": 8, "n_action_steps": 4, "scales": (1, 2), "codebook_size": 16, "width": 32, "depth": 2,
              "heads": 2, "tokenizer_steps": 150},
+    # pixels: the fixture's frames are noise, which an autoencoder stage could not learn to compress
     "pad": {"hidden_dim": 64, "depth": 2, "num_heads": 2, "horizon": 8, "n_action_steps": 4, "future_offsets": (4, 8),
-            "shift_pad": 0},
+            "shift_pad": 0, "autoencoder_steps": 0, "patch_size": 8},
     "expo": {"hidden_dim": 64, "num_blocks": 1, "block_expansion": 2, "time_dim": 16, "action_norm": "min_max"},
 }  # fmt: skip
 LEARN_STEPS = {"diffusion": 200, "carp": 350, "pad": 300, "expo": 300}

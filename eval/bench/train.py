@@ -37,6 +37,8 @@ QUICK_STEPS = (3, 2)
 # activations alone would need tens of GB, more than a workstation has, and one step takes minutes on a
 # CPU. It is timed on a batch of 2 for 3 steps; the JSON reports the batch its figures come from.
 SMALL: dict[tuple[str, str], tuple[int, tuple[int, int]]] = {("pad", "paper"): (2, (2, 1))}
+FIRST_STAGES = {"carp": "tokenizer_steps", "pad": "autoencoder_steps"}
+"""Two-stage policies: the field of the first stage's steps. Both stages get the same steps and are timed."""
 
 
 def _store(path: Path, episodes: int = 20, length: int = 60, seed: int = 0) -> None:
@@ -82,19 +84,29 @@ def _overrides(
     policy: str, preset: str, image: bool, timed: int, warmup: int
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(policy overrides, train overrides) of one variant: its inputs, one log entry per step, no
-    checkpoint before the end. CARP's stages split the steps evenly, so both are timed."""
-    total = 2 * (timed + warmup) if policy == "carp" else timed + warmup
+    checkpoint before the end. A two-stage variant (FIRST_STAGES) splits them evenly, so both are timed."""
+    first = _first_stage(policy, preset)
+    total = 2 * (timed + warmup) if first else timed + warmup
     inputs = (
         {"image_keys": json.dumps([image_key(CAMERA)])}
         if image
         else {"state_keys": json.dumps(["observation.environment_state"]), "image_keys": "[]"}
     )
-    if policy == "carp":
-        inputs["tokenizer_steps"] = str(timed + warmup)
+    if first:
+        inputs[first] = str(timed + warmup)
     train = {"steps": str(total), "log_every": "1", "save_every": str(total), "warmup_steps": "1"}
     if (policy, preset) in SMALL:
         train["batch_size"] = str(SMALL[(policy, preset)][0])
     return inputs, train
+
+
+def _first_stage(policy: str, preset: str) -> str | None:
+    """The config field with the steps of a variant's first training stage, when it has two: CARP's
+    tokenizer, PAD's frame autoencoder (its `cpu` preset)."""
+    from visuomotor.policies import make_config
+
+    field = FIRST_STAGES.get(policy)
+    return field if field and getattr(make_config(policy, preset), field) else None
 
 
 def _step_times(history: list[dict[str, Any]], warmup: int) -> dict[int, list[float]]:

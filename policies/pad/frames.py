@@ -1,6 +1,7 @@
-"""The space PAD's image branch works in: camera pixels (the `cpu` preset), or the latents of a frozen
-Stable Diffusion VAE that the user has on disk (the paper's space: SD-VAE `sd-vae-ft-mse`, one sample of
-the latent distribution times its scaling factor; architecture.md §PAD).
+"""The spaces PAD's image branch can work in besides its own frame autoencoder's latents (the `cpu`
+preset's, `autoencoder.py`): camera pixels (`autoencoder_steps=0`), or the latents of a frozen Stable
+Diffusion VAE that the user has on disk (the paper's space: SD-VAE `sd-vae-ft-mse`, one sample of the
+latent distribution times its scaling factor; architecture.md §PAD).
 
 Neither is an `nn.Module` of the policy on purpose: the VAE is frozen and its weights are the user's, so
 they stay out of the optimiser and out of the checkpoint, which records only `vae_path`.

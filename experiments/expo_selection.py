@@ -32,12 +32,11 @@ def selection_stats(policy: Any, obs: dict[str, torch.Tensor], draws: int) -> di
         cond = policy.condition(obs)
         for draw in range(draws):
             sel = policy.select(cond, torch.Generator().manual_seed(draw))
-            values, best = sel.values, sel.values.argmax(1)
+            values = sel.values
             ranges.append(values.max(1).values - values.min(1).values)
-            chosen = sel.candidates[torch.arange(len(best)), best]
-            disagreement.append(policy.critics(cond, chosen).std(0))  # over all members
+            disagreement.append(policy.critics(cond, sel.action).std(0))  # over all members
             if values.shape[1] > n:  # base candidates first, then their edits
-                edited.append((best >= n).float())
+                edited.append((values.argmax(1) >= n).float())
                 gaps.append(values[:, n:].max(1).values - values[:, :n].max(1).values)
     out = {
         "states": int(cond.shape[0]),

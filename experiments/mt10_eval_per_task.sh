@@ -5,12 +5,12 @@
 #
 #   bash experiments/mt10_eval_per_task.sh RUN OUT_DIR [EPISODES] [PASS] [rev]
 #
-# Writes OUT_DIR/NAME_TASK_SEEDOFFSET.json (NAME: the run directory's name, or $NAME) for each task and pass; seeds
-# are 1,100,000 + the pass's offset + episode. Pool them with `visuomotor compare A1.json,A2.json,...
-# B1.json,B2.json,...` (episodes pair up on task and seed). "rev" walks the tasks backwards (for the
-# second copy). A copy killed mid-evaluation leaves its lock directory: remove OUT_DIR/*.lock before
-# re-running when no copy runs. $EVAL_OPTS adds options to every eval (e.g. "-o num_inference_steps=25": give
-# such a variant its own $NAME).
+# Writes OUT_DIR/NAME_TASK_SEEDOFFSET.json (NAME: the run directory's name, or $NAME) for each task and
+# pass; seeds are 1,100,000 + the pass's offset + episode. Pool them with `visuomotor compare
+# A1.json,A2.json,... B1.json,B2.json,...` (episodes pair up on task and seed). "rev" walks the tasks
+# backwards (for the second copy). A copy killed mid-evaluation leaves its lock directory: remove
+# OUT_DIR/*.lock before re-running when no copy runs. $EVAL_OPTS adds options to every eval (e.g.
+# "-o num_inference_steps=25": give such a variant its own $NAME).
 set -euo pipefail
 run=${1:?usage: mt10_eval_per_task.sh RUN OUT_DIR [EPISODES] [PASS] [rev]}
 out=${2:?usage: mt10_eval_per_task.sh RUN OUT_DIR [EPISODES] [PASS] [rev]}

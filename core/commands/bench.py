@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         kwargs["checkpoint"] = args.checkpoint
     if args.policy_override:
-        if not getattr(module, "TAKES_OVERRIDES", False):
+        if not _takes_overrides(args.name):
             takers = ", ".join(n for n in sorted(BENCHMARKS) if _takes_overrides(n))
             raise InvalidInputError(
                 f"-o changes a checkpoint's inference fields: bench {takers} takes it, not {args.name}"

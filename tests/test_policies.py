@@ -184,8 +184,25 @@ def test_evaluation_can_execute_fewer_or_more_actions_per_chunk(tmp_path, store,
         PolicySpec(name="scripted", overrides=(("n_action_steps", "3"),))
 
 
+@pytest.mark.parametrize("name", ["diffusion", "pad"])
+def test_timestep_spacing_sets_the_noise_level_sampling_starts_from(store, name):
+    """leading: DDIM-10 of 100 levels starts at t = 90 (diffusers' default); trailing: at t = 99, the level
+    the pure noise it starts from belongs to. PAD's frames and actions share the steps."""
+    cameras = name == "pad"
+    leading = build(name, "cpu", store, cameras)
+    trailing = build(name, "cpu", store, cameras, timestep_spacing="trailing")
+    T, n = leading.config.num_train_timesteps, leading.config.num_inference_steps
+    for policy, first in ((leading, T - T // n), (trailing, T - 1)):
+        schedulers = [policy.infer_scheduler, *([policy.image_scheduler] if cameras else [])]
+        for scheduler in schedulers:
+            scheduler.set_timesteps(n)
+            assert scheduler.timesteps[0] == first and len(scheduler.timesteps) == n
+    with pytest.raises(ValueError, match="timestep_spacing must be one of leading, trailing, got 'middle'"):
+        build(name, "cpu", store, cameras, timestep_spacing="middle")
+
+
 INFERENCE_CHANGES = {
-    "diffusion": {"sampler": "ddpm", "num_inference_steps": "20"},
+    "diffusion": {"sampler": "ddpm", "num_inference_steps": "20", "timestep_spacing": "trailing"},
     "carp": {"top_k": "5"},
     "expo": {"sampler": "ddim"},
 }

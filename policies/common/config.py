@@ -13,14 +13,23 @@ from visuomotor.datasets.store import is_image_key
 from visuomotor.errors import InvalidInputError
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+"""Noise schedules of diffusers' DDPM/DDIM schedulers that the diffusion policies accept."""
 
 MAX_TRAIN_TIMESTEPS = 10_000
 """Noise levels a diffusion config may ask for: ten times any published schedule (DP 100, DDPM/PAD 1000);
 the schedule's tables are built at load, so a damaged config.json must not ask for 2^40 of them."""
 
 
+TIMESTEP_SPACINGS = ("leading", "trailing")
+"""Where DDIM's inference steps sit among the training noise levels (diffusers' `timestep_spacing`).
+leading (diffusers' default): 10 of 100 levels are 90, 80, ..., 0, so sampling starts from pure noise
+labelled t = 90, where the squaredcos schedule keeps 14% of the signal; trailing: 99, 89, ..., 9, the
+first step at the pure-noise level (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps
+Are Flawed"; architecture.md §Diffusion sampling)."""
+
+
 def check_timesteps(config: Any) -> None:
-    """The diffusion step counts Diffusion Policy and PAD share: one error naming the field."""
+    """The diffusion step settings Diffusion Policy and PAD share: one error naming the field."""
     check_bounds(config, ["num_train_timesteps"], 1, MAX_TRAIN_TIMESTEPS)
     num_train_timesteps, num_inference_steps = config.num_train_timesteps, config.num_inference_steps
     if not 1 <= num_inference_steps <= num_train_timesteps:
@@ -28,9 +37,10 @@ def check_timesteps(config: Any) -> None:
             f"num_inference_steps must be in [1, num_train_timesteps={num_train_timesteps}], "
             f"got {num_inference_steps}"
         )
-
-
-"""Noise schedules of diffusers' DDPM/DDIM schedulers that the diffusion policies accept."""
+    if config.timestep_spacing not in TIMESTEP_SPACINGS:
+        raise InvalidInputError(
+            f"timestep_spacing must be one of {', '.join(TIMESTEP_SPACINGS)}, got {config.timestep_spacing!r}"
+        )
 
 
 @dataclass

@@ -18,6 +18,7 @@ class DiffusionConfig(PolicyConfig):
         *PolicyConfig.INFERENCE_FIELDS,
         "sampler",
         "num_inference_steps",
+        "timestep_spacing",
     )
 
     down_dims: tuple[int, ...] = (256, 512, 1024)
@@ -40,6 +41,9 @@ class DiffusionConfig(PolicyConfig):
     """Inference scheduler: ddpm or ddim."""
     num_inference_steps: int = 10
     """Denoising steps at inference (DDPM uses num_train_timesteps when this is larger)."""
+    timestep_spacing: str = "leading"
+    """Where the DDIM steps sit among the training noise levels (common/config.py TIMESTEP_SPACINGS):
+    leading (diffusers' default) starts sampling at t = 90 of 100 with 10 steps, trailing at t = 99."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

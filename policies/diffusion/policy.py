@@ -40,6 +40,7 @@ class DiffusionPolicy(Policy):
             beta_schedule=config.beta_schedule,
             prediction_type=config.prediction_type,
             clip_sample=config.clip_sample,
+            timestep_spacing=config.timestep_spacing,
         )
         self.train_scheduler = DDPMScheduler(**schedule)
         self.infer_scheduler = (DDIMScheduler if config.sampler == "ddim" else DDPMScheduler)(**schedule)

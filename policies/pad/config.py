@@ -50,7 +50,11 @@ def vae_geometry(path: str) -> LatentGeometry:
 class PadConfig(PolicyConfig):
     """A DiT that denoises the frames at `future_offsets` and the action chunk with one timestep."""
 
-    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (*PolicyConfig.INFERENCE_FIELDS, "num_inference_steps")
+    INFERENCE_FIELDS: ClassVar[tuple[str, ...]] = (
+        *PolicyConfig.INFERENCE_FIELDS,
+        "num_inference_steps",
+        "timestep_spacing",
+    )
     LEARNS_FROM_VIDEO: ClassVar[bool] = True
     """Action-free windows (`--video-data`) train its frame prediction, their action loss masked."""
 
@@ -105,6 +109,9 @@ class PadConfig(PolicyConfig):
     beta_schedule: str = "squaredcos_cap_v2"
     num_inference_steps: int = 10
     """DDIM steps at inference (paper: 75)."""
+    timestep_spacing: str = "leading"
+    """Where the DDIM steps sit among the training noise levels (common/config.py TIMESTEP_SPACINGS):
+    leading (diffusers' default) starts sampling at t = 90 of 100 with 10 steps, trailing at t = 99."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -95,10 +95,12 @@ class PadPolicy(Policy):
             self.task_embed = nn.Embedding(len(c.tasks), c.hidden_dim)
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
-        self.infer_scheduler = DDIMScheduler(**schedule, clip_sample=True)  # actions: epsilon
+        spacing = {"timestep_spacing": c.timestep_spacing}
+        self.infer_scheduler = DDIMScheduler(**schedule, **spacing, clip_sample=True)  # actions: epsilon
         # Pixels live in [-1, 1], so their samples are clipped there; scaled or standardised latents do not.
         self.image_scheduler = DDIMScheduler(
             **schedule,
+            **spacing,
             clip_sample=not c.latent_frames,
             prediction_type=c.image_prediction,
         )

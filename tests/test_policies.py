@@ -189,7 +189,7 @@ def test_timestep_spacing_sets_the_noise_level_sampling_starts_from(store, name)
     """leading: DDIM-10 of 100 levels starts at t = 90 (diffusers' default); trailing: at t = 99, the level
     the pure noise it starts from belongs to. PAD's frames and actions share the steps."""
     cameras = name == "pad"
-    leading = build(name, "cpu", store, cameras)
+    leading = build(name, "cpu", store, cameras, timestep_spacing="leading")
     trailing = build(name, "cpu", store, cameras, timestep_spacing="trailing")
     T, n = leading.config.num_train_timesteps, leading.config.num_inference_steps
     for policy, first in ((leading, T - T // n), (trailing, T - 1)):
@@ -199,6 +199,12 @@ def test_timestep_spacing_sets_the_noise_level_sampling_starts_from(store, name)
             assert scheduler.timesteps[0] == first and len(scheduler.timesteps) == n
     with pytest.raises(ValueError, match="timestep_spacing must be one of leading, trailing, got 'middle'"):
         build(name, "cpu", store, cameras, timestep_spacing="middle")
+    # PAD's presets sample with trailing; a config that does not name it (a checkpoint saved before the
+    # field existed) keeps the leading steps it was measured with.
+    config_cls, presets = get_policy_entry(name).load()[1:]
+    expected = {"pad": "trailing", "diffusion": None}[name]
+    assert {presets[p].get("timestep_spacing") for p in ("cpu", "paper")} == {expected}
+    assert config_cls.timestep_spacing == "leading"
 
 
 INFERENCE_CHANGES = {

@@ -225,6 +225,7 @@ PRESETS: dict[str, dict] = {
         "shift_pad": 4,
         "num_train_timesteps": 100,
         "num_inference_steps": 10,
+        "timestep_spacing": "trailing",  # the first DDIM step at the pure-noise level (architecture.md)
     },
     # The paper's DiT-XL sizes and 256 image tokens (XL/2 on 32x32 latents; here patch 4 on 64 px
     # pixels, since the paper's SD-VAE cannot be downloaded here; with your copy of it:
@@ -243,5 +244,6 @@ PRESETS: dict[str, dict] = {
         "beta_schedule": "linear",
         "image_prediction": "epsilon",
         "num_inference_steps": 75,
+        "timestep_spacing": "trailing",
     },
 }

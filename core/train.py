@@ -234,7 +234,7 @@ def train(
     )
     model = _distributed(policy, world, config.device, len(schedule.stages))
     if run.is_main:
-        _write_run_json(run_dir, policy_name, preset, data, config, tcfg, world)
+        _write_run_json(run_dir, policy_name, preset, data, config, tcfg, world, schedule)
         run.writer = _tensorboard(run_dir.root)
 
     seconds = _steps(run, model, start_step, rank, world, progress)
@@ -489,7 +489,14 @@ def _distributed(policy: nn.Module, world: int, device: str, n_stages: int) -> n
 
 
 def _write_run_json(
-    run_dir: RunDir, name: str, preset: str, data: str | Path, config: Any, tcfg: TrainConfig, world: int
+    run_dir: RunDir,
+    name: str,
+    preset: str,
+    data: str | Path,
+    config: Any,
+    tcfg: TrainConfig,
+    world: int,
+    schedule: StageSchedule,
 ) -> None:
     run_dir.root.mkdir(parents=True, exist_ok=True)
     record = {
@@ -498,6 +505,12 @@ def _write_run_json(
         "data": str(Path(data).resolve()),
         "policy_config": to_dict(config),
         "train_config": to_dict(tcfg),
+        # A stage may train on its own batch size (CARP's tokenizer, PAD's autoencoder): per-sample figures
+        # (bench train's samples/s) need the stage's, not train_config's.
+        "stages": [
+            {"name": stage.name, "steps": stage.steps, "batch_size": schedule.batch_size(i)}
+            for i, stage in enumerate(schedule.stages)
+        ],
         "world_size": world,
     }
     run_dir.run_json.write_text(json.dumps(record, indent=2))

@@ -149,10 +149,14 @@ def _child(store: str, out: str, policy: str, preset: str, image: bool, quick: b
     stages = {}
     for stage, times in sorted(_step_times(history, warmup).items()):
         median = statistics.median(times)
+        stage_batch = run["stages"][stage][
+            "batch_size"
+        ]  # CARP's tokenizer and PAD's autoencoder have their own
         stages[str(stage)] = {
             "steps_timed": len(times),
             "s_per_step": median,
-            "samples_per_s": batch / median,
+            "batch_size": stage_batch,
+            "samples_per_s": stage_batch / median,
         }
     return {
         "policy": policy,

@@ -111,7 +111,9 @@ class PadConfig(PolicyConfig):
     """DDIM steps at inference (paper: 75)."""
     timestep_spacing: str = "leading"
     """Where the DDIM steps sit among the training noise levels (common/config.py TIMESTEP_SPACINGS):
-    leading (diffusers' default) starts sampling at t = 90 of 100 with 10 steps, trailing at t = 99."""
+    leading (diffusers' default) starts sampling at t = 90 of 100 with 10 steps, trailing at t = 99. Both
+    presets: trailing (architecture.md §Diffusion sampling); leading is what checkpoints saved before the
+    field existed were measured with."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -149,9 +149,8 @@ def _child(store: str, out: str, policy: str, preset: str, image: bool, quick: b
     stages = {}
     for stage, times in sorted(_step_times(history, warmup).items()):
         median = statistics.median(times)
-        stage_batch = run["stages"][stage][
-            "batch_size"
-        ]  # CARP's tokenizer and PAD's autoencoder have their own
+        # CARP's tokenizer and PAD's autoencoder train on batches of their own
+        stage_batch = run["stages"][stage]["batch_size"]
         stages[str(stage)] = {
             "steps_timed": len(times),
             "s_per_step": median,

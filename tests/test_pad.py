@@ -58,13 +58,14 @@ def batch(policy, store, idx):
     return {k: torch.from_numpy(v) for k, v in sample.items()}
 
 
-def test_image_tokens_never_see_the_action_tokens():
+@pytest.mark.parametrize("groups", [1, 2])
+def test_image_tokens_never_see_the_action_tokens(groups):
     torch.manual_seed(0)
     net = PadDiT(image_hw=(16, 16), in_channels=9, out_channels=6, patch=8, action_in=5, action_out=4,
-                 n_action_tokens=2, dim=32, depth=2, heads=2)  # fmt: skip
+                 n_action_tokens=2, dim=32, depth=2, heads=2, groups=groups)  # fmt: skip
     for p in net.parameters():  # away from adaLN-Zero's identity start, so every path carries signal
         torch.nn.init.normal_(p, std=0.2)
-    images, actions = torch.randn(2, 9, 16, 16), torch.randn(2, 2, 5)
+    images, actions = torch.randn(2, groups, 9, 16, 16), torch.randn(2, 2, 5)
     t, cond = torch.tensor([3, 7]), torch.randn(2, 32)
     eps_images, eps_actions = net(images, actions, t, cond)
     other_images, other_actions = net(images, actions + 5.0, t, cond)
@@ -554,3 +555,99 @@ def test_bench_frames_runs_the_checkpoint_with_inference_fields_changed(store, t
     assert main([*args, "-o", "horizon=4"]) == 2  # a training field, not an inference one
     assert main(["bench", "latency", "--quick", "-o", "num_inference_steps=3"]) == 2
     assert "bench frames takes it, not latency" in capsys.readouterr().err
+
+
+def two_camera_policy(store, **fields):
+    """The tiny PAD on two cameras: the store's and a second one (its frames given in each batch)."""
+    shapes = {k: list(store.shape(k)) for k in KEYS} | {SECOND: list(store.shape(IMAGE_KEY))}
+    config = make_config(
+        "pad", "cpu", image_keys=(IMAGE_KEY, SECOND), input_shapes=shapes, action_dim=store.shape("action")[0],
+        tasks=store.tasks, **{**TINY, **fields},
+    )  # fmt: skip
+    stats = {k: store.attrs["stats"][k] for k in [*KEYS, "action"]} | {
+        SECOND: store.attrs["stats"][IMAGE_KEY]
+    }
+    return get_policy_entry("pad").load()[0](config, stats)
+
+
+SECOND = "observation.images.wrist"
+
+
+def test_separate_camera_tokens_give_each_camera_its_own_patch_tokens(store):
+    stacked, separate = two_camera_policy(store), two_camera_policy(store, camera_tokens="separate")
+    assert stacked.net.image_pos.shape[1] == 4 and separate.net.image_pos.shape[1] == 8  # 16 px, patch 8
+    assert stacked.net.patch_embed.in_channels == 2 * separate.net.patch_embed.in_channels == 2 * 3 * 3
+    # frames (B, T, cameras * 3, h, w) holding 10 * time + camera: each group is one camera, time in order
+    tagged = (10 * torch.arange(3)[:, None] + torch.arange(2)[None]).repeat_interleave(3, dim=1)
+    images = tagged[None, :, :, None, None].expand(1, 3, 6, 2, 2).float().flatten(1, 2)
+    groups = separate.token_groups(images)
+    assert groups.shape == (1, 2, 9, 2, 2)
+    for camera in range(2):
+        assert groups[0, camera, :, 0, 0].tolist() == [10.0 * t + camera for t in range(3) for _ in range(3)]
+    assert torch.equal(stacked.token_groups(images)[:, 0], images)  # stacked: the channels as they were
+
+    data = batch(build(store), store, [0, 1, 2, 3])  # the windows of the store's one camera
+    data[SECOND] = data[IMAGE_KEY].flip(-2)  # the second camera: the same frames upside down
+    separate.train()
+    loss, logs = separate.compute_loss(data)
+    loss.backward()
+    assert torch.isfinite(loss) and {"action_loss", "image_loss"} <= logs.keys()
+    assert separate.net.group_embed.grad is not None
+    separate.eval()
+    obs = {k: v[:2, :1] for k, v in data.items() if k in (*KEYS, SECOND)} | {"task": ["a", "b"]}
+    chunk = separate.predict_action_chunk(obs, generator=torch.Generator().manual_seed(0))
+    assert chunk.shape == (2, 8, store.shape("action")[0])
+    assert separate.predicted_frames.shape == (2, 2, 2, 16, 16, 3)  # (B, offsets, cameras, H, W, 3)
+    with pytest.raises(ValueError, match="camera_tokens must be stacked or separate, got 'apart'"):
+        build(store, camera_tokens="apart")
+
+
+def test_a_run_can_reuse_another_runs_frame_autoencoder_and_skip_its_stage(store, tmp_path):
+    from visuomotor.policies import load_policy
+    from visuomotor.train import train
+
+    over = {k: str(v) for k, v in TINY.items()} | {
+        "future_offsets": "[2, 4]",
+        "image_keys": f'["{IMAGE_KEY}"]',
+        "patch_size": "4",
+        "autoencoder_steps": "2",
+        "autoencoder_factor": "2",
+        "autoencoder_width": "8",
+    }
+    fast = {"steps": "3", "batch_size": "4", "warmup_steps": "1"}
+    common = {"preset": "cpu", "progress": False, "train_overrides": fast}
+    first, second = tmp_path / "first", tmp_path / "second"
+    train("pad", store.path, first, policy_overrides=over, **common)
+    summary = train(
+        "pad", store.path, second, policy_overrides=over | {"autoencoder_from": str(first)}, **common
+    )
+    assert summary["steps"] == 3  # all three DiT steps: no autoencoder stage
+    history = json.loads((second / "metrics.json").read_text())
+    assert all("action_loss" in h for h in history if "loss" in h)
+    a, b = load_policy(first), load_policy(second)
+    for key, value in a.autoencoder.state_dict().items():  # latent statistics included
+        assert torch.equal(value, b.autoencoder.state_dict()[key]), key
+
+    wider = over | {"autoencoder_from": str(first), "autoencoder_width": "16"}
+    with pytest.raises(ValueError, match="its autoencoder_width is 8, this run's is 16"):
+        train("pad", store.path, tmp_path / "wider", policy_overrides=wider, **common)
+    pixels = tmp_path / "pixels"
+    train(
+        "pad",
+        store.path,
+        pixels,
+        policy_overrides=over | {"autoencoder_steps": "0", "patch_size": "8"},
+        **common,
+    )
+    with pytest.raises(
+        ValueError, match="is a PAD run without one: it must be a PAD run that trained a frame"
+    ):
+        train(
+            "pad",
+            store.path,
+            tmp_path / "x",
+            policy_overrides=over | {"autoencoder_from": str(pixels)},
+            **common,
+        )
+    with pytest.raises(ValueError, match="either vae_path or autoencoder_from"):
+        build(store, autoencoder_from=str(first), vae_path=str(tmp_path))

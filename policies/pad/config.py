@@ -66,6 +66,11 @@ class PadConfig(PolicyConfig):
     action_tokens: str = "one"
     """one: a single token for the whole noisy chunk with the current proprio (PAD's
     `--action_condition`); per_step: one token per action step, each with the proprio."""
+    camera_tokens: str = "stacked"
+    """How several cameras become image tokens. stacked: their frames share one token per patch position,
+    the cameras stacked on channels (the paper has one camera); separate: each camera has its own patch
+    tokens (the same patch embedding, plus a learned embedding per camera), so attention can relate a
+    region of one view to any region of the other, at twice the image tokens with two cameras."""
     patch_size: int = 8
     """Side of the square patches the stacked frames (or their latents, with `vae_path`) are cut into, one
     token each."""
@@ -79,6 +84,9 @@ class PadConfig(PolicyConfig):
     (`policies/pad/autoencoder.py`, saved in the checkpoint like CARP's tokenizer); the image branch then
     works on its latents, `autoencoder_factor` times smaller per side with `autoencoder_channels`
     channels, as the paper's on SD-VAE's. 0: pixels (or `vae_path`'s latents)."""
+    autoencoder_from: str = ""
+    """Reuse the frame autoencoder of this PAD checkpoint or run (trained with `autoencoder_steps`), frozen
+    as it is, and skip the first stage: DiT variants on one store then share one latent space."""
     autoencoder_channels: int = 4
     autoencoder_factor: int = 4
     """How many times smaller per side the latents are than the frames (a power of 2)."""
@@ -139,6 +147,8 @@ class PadConfig(PolicyConfig):
             )
         if self.action_tokens not in ("one", "per_step"):
             raise InvalidInputError(f"action_tokens must be one or per_step, got {self.action_tokens!r}")
+        if self.camera_tokens not in ("stacked", "separate"):
+            raise InvalidInputError(f"camera_tokens must be stacked or separate, got {self.camera_tokens!r}")
         if self.hidden_dim % self.num_heads or self.hidden_dim % 4:
             raise InvalidInputError(
                 f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads} and by 4"
@@ -157,6 +167,11 @@ class PadConfig(PolicyConfig):
         factor = self.autoencoder_factor
         if factor < 2 or factor & (factor - 1):
             raise InvalidInputError(f"autoencoder_factor must be a power of 2 (2, 4, 8, ...), got {factor}")
+        if self.autoencoder_from and self.vae_path:
+            raise InvalidInputError(
+                f"give either vae_path or autoencoder_from (a PAD run's frame autoencoder), not both: got "
+                f"vae_path={self.vae_path!r} and autoencoder_from={self.autoencoder_from!r}"
+            )
         if self.autoencoder_steps and self.vae_path:
             raise InvalidInputError(
                 "give either vae_path (a pretrained VAE's latents) or autoencoder_steps (train one on the "
@@ -168,7 +183,12 @@ class PadConfig(PolicyConfig):
     @property
     def latent_frames(self) -> bool:
         """Whether the image branch works on latents (a VAE's or the run's own autoencoder's), not pixels."""
-        return bool(self.vae_path or self.autoencoder_steps)
+        return bool(self.vae_path or self.own_autoencoder)
+
+    @property
+    def own_autoencoder(self) -> bool:
+        """Whether the policy holds a frame autoencoder: trained in its first stage, or `autoencoder_from`'s."""
+        return bool(self.autoencoder_steps or self.autoencoder_from)
 
     def validate_inputs(self) -> None:
         super().validate_inputs()

@@ -2,13 +2,15 @@
 (Guo et al. 2024; notes in architecture.md §PAD).
 
 Pure tensor function. Inputs:
-    images   (B, C_in, H, W)   per camera, the noisy future frames and the clean current frame stacked on
-                               channels (cameras stacked too), as PAD's channel-concatenated latents
+    images   (B, M, C_in, H, W) the noisy future frames and the clean current frame stacked on channels, as
+                               PAD's channel-concatenated latents, for M token groups: M = 1 with every
+                               camera stacked on channels too, or one group per camera, each cut into its
+                               own patch tokens (the same patch embedding, a learned embedding per group)
     actions  (B, N_a, a_in)    action tokens: the noisy action chunk with the current proprio state
     t        (B,)              the one diffusion timestep shared by both modalities
     cond     (B, D)            task conditioning (already embedded), added to the timestep embedding
-Outputs: predicted noise for the future frames (B, C_out, H, W) (None when there are none) and for the
-actions (B, N_a, a_out).
+Outputs: the prediction for the future frames (B, M, C_out, H, W) (None when there are none) and the
+noise predicted for the actions (B, N_a, a_out).
 
 Image tokens cannot attend to action tokens (PAD's attention mask); action tokens attend to all.
 """
@@ -99,6 +101,7 @@ class PadDiT(nn.Module):
         dim: int,
         depth: int,
         heads: int,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         h, w = image_hw
@@ -108,7 +111,12 @@ class PadDiT(nn.Module):
         self.out_channels = out_channels
         self.patch_embed = nn.Conv2d(in_channels, dim, patch, stride=patch)
         self.action_embed = nn.Linear(action_in, dim)
-        self.register_buffer("image_pos", sincos_2d(dim, *self.grid)[None], persistent=False)
+        # every group's patches take the same 2-D position embedding; with several groups a learned one per
+        # group tells the views apart (none for one group, so stacked checkpoints keep their weights)
+        self.register_buffer(
+            "image_pos", sincos_2d(dim, *self.grid).repeat(groups, 1)[None], persistent=False
+        )
+        self.group_embed = nn.Parameter(torch.randn(groups, 1, dim) * 0.02) if groups > 1 else None
         self.register_buffer(
             "action_pos", sincos_1d(dim, torch.arange(n_action_tokens))[None], persistent=False
         )
@@ -118,14 +126,18 @@ class PadDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(dim, heads) for _ in range(depth))
         self.image_head = FinalLayer(dim, patch * patch * out_channels, zero=True) if out_channels else None
         self.action_head = FinalLayer(dim, action_out, zero=False)
-        n_image = self.grid[0] * self.grid[1]
+        n_image = groups * self.grid[0] * self.grid[1]
         self.register_buffer("mask", attention_mask(n_image, n_action_tokens), persistent=False)
         nn.init.xavier_uniform_(self.patch_embed.weight.view(dim, -1))
 
     def forward(
         self, images: Tensor, actions: Tensor, t: Tensor, cond: Tensor
     ) -> tuple[Tensor | None, Tensor]:
-        x_img = rearrange(self.patch_embed(images), "b d h w -> b (h w) d") + self.image_pos
+        M = images.shape[1]
+        x_img = rearrange(self.patch_embed(images.flatten(0, 1)), "(b m) d h w -> b m (h w) d", m=M)
+        if self.group_embed is not None:
+            x_img = x_img + self.group_embed
+        x_img = x_img.flatten(1, 2) + self.image_pos
         x_act = self.action_embed(actions) + self.action_pos
         n_image = x_img.shape[1]
         x = torch.cat([x_img, x_act], dim=1)
@@ -138,7 +150,9 @@ class PadDiT(nn.Module):
         patches = self.image_head(x[:, :n_image], c)
         gh, gw = self.grid
         p = self.patch
-        eps_images = rearrange(patches, "b (gh gw) (p q c) -> b c (gh p) (gw q)", gh=gh, gw=gw, p=p, q=p)
+        eps_images = rearrange(
+            patches, "b (m gh gw) (p q c) -> b m c (gh p) (gw q)", m=M, gh=gh, gw=gw, p=p, q=p
+        )
         return eps_images, eps_actions
 
 

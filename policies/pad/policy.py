@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
+from einops import rearrange
 from torch import Tensor, nn
 
 from visuomotor.datasets.images import random_shift
@@ -62,7 +63,7 @@ class PadPolicy(Policy):
         super().__init__(config, stats)
         c = config
         self.autoencoder: FrameAutoencoder | None = None
-        if c.autoencoder_steps:  # a submodule: trained in the first stage, checkpointed with the DiT
+        if c.own_autoencoder:  # a submodule: trained first (or copied), checkpointed with the DiT
             self.autoencoder = FrameAutoencoder(
                 c.autoencoder_channels, c.autoencoder_factor, c.autoencoder_width
             )
@@ -72,13 +73,17 @@ class PadPolicy(Policy):
         self.stage = "dit"  # what compute_loss trains; the training loop sets it per stage
         h, w = self.space.grid(*c.input_shapes[c.image_keys[0]][:2])
         self.frame_channels = len(c.image_keys) * self.space.channels
-        future = self.frame_channels * len(c.future_offsets) if c.predict_images else 0
+        # channels of one token group: all cameras' (stacked) or one camera's (separate)
+        self.groups = len(c.image_keys) if c.camera_tokens == "separate" else 1
+        group_channels = self.frame_channels // self.groups
+        future = group_channels * len(c.future_offsets) if c.predict_images else 0
         A, S = c.action_dim, c.state_dim
         one = c.action_tokens == "one"
         self.net = PadDiT(
             image_hw=(h, w),
-            in_channels=future + self.frame_channels * c.n_obs_steps,
+            in_channels=future + group_channels * c.n_obs_steps,
             out_channels=future,
+            groups=self.groups,
             patch=c.patch_size,
             action_in=c.horizon * A + S if one else A + S,
             action_out=c.horizon * A if one else A,
@@ -121,8 +126,11 @@ class PadPolicy(Policy):
         return TaskText(features, c.hidden_dim)
 
     def prepare_training(self) -> None:
-        """A new run whose config already names `text_dim` encodes its tasks' texts now."""
+        """A new run takes `autoencoder_from`'s frame autoencoder, and one whose config already names
+        `text_dim` encodes its tasks' texts now."""
         c = self.config
+        if c.autoencoder_from:
+            self._reuse_autoencoder()
         if not isinstance(self.task_embed, TaskText) or self._fresh_text:
             return
         assert c.text_encoder
@@ -133,10 +141,41 @@ class PadPolicy(Policy):
             )
         self.task_embed.features.copy_(features)
 
+    def _reuse_autoencoder(self) -> None:
+        """Copy the frame autoencoder (weights and latent statistics) of the PAD run `autoencoder_from`;
+        its geometry and frame size must be this run's, or the DiT would be built for other latents."""
+        from visuomotor.policies import load_policy
+
+        c, where = self.config, f"autoencoder_from={self.config.autoencoder_from!r}"
+        source = load_policy(c.autoencoder_from, device=str(self.device))
+        if not isinstance(source, PadPolicy) or source.autoencoder is None:
+            kind = (
+                f"a '{source.name}' checkpoint"
+                if not isinstance(source, PadPolicy)
+                else "a PAD run without one"
+            )
+            raise InvalidInputError(
+                f"{where} is {kind}: it must be a PAD run that trained a frame autoencoder"
+            )
+        for field in ("autoencoder_channels", "autoencoder_factor", "autoencoder_width"):
+            mine, theirs = getattr(c, field), getattr(source.config, field)
+            if mine != theirs:
+                raise InvalidInputError(f"{where}: its {field} is {theirs}, this run's is {mine}")
+        mine_hw = c.input_shapes[c.image_keys[0]][:2]
+        theirs_hw = source.config.input_shapes[source.config.image_keys[0]][:2]
+        if list(mine_hw) != list(theirs_hw):
+            raise InvalidInputError(
+                f"{where}: its autoencoder learned {theirs_hw[0]}x{theirs_hw[1]} frames, this run's are "
+                f"{mine_hw[0]}x{mine_hw[1]}"
+            )
+        assert self.autoencoder is not None  # own_autoencoder
+        self.autoencoder.load_state_dict(source.autoencoder.state_dict())
+
     # ------------------------------------------------------------------ stages
     def training_stages(self, total_steps: int) -> list[TrainStage]:
-        """One stage, or with `autoencoder_steps` the frame autoencoder first, then the DiT on its latents."""
-        ae_steps = self.config.autoencoder_steps
+        """One stage, or with `autoencoder_steps` the frame autoencoder first, then the DiT on its latents
+        (one stage again when `autoencoder_from` brings a trained autoencoder)."""
+        ae_steps = 0 if self.config.autoencoder_from else self.config.autoencoder_steps
         if not ae_steps:
             return [TrainStage("dit", total_steps)]
         if total_steps <= ae_steps:
@@ -210,8 +249,20 @@ class PadPolicy(Policy):
         """One network pass: the future frames' prediction (`image_prediction`: the frames or their noise)
         and the noise predicted for the chunk (B, H, A)."""
         images = current if future is None else torch.cat([future, current], dim=1)
-        eps_images, eps_actions = self.net(images, self.action_tokens(actions, state), t, cond)
+        eps_images, eps_actions = self.net(
+            self.token_groups(images), self.action_tokens(actions, state), t, cond
+        )
+        if eps_images is not None:  # back to the futures' layout: (B, k * cameras * C, h, w)
+            eps_images = rearrange(eps_images, "b m (t c) h w -> b (t m c) h w", c=self.space.channels)
         return eps_images, eps_actions.reshape(actions.shape)
+
+    def token_groups(self, images: Tensor) -> Tensor:
+        """(B, T * cameras * C, h, w) frames, time-major then camera (futures then current) -> the DiT's
+        (B, M, T * C', h, w): one group with every camera on channels (C' = cameras * C), or one group per
+        camera (`camera_tokens`)."""
+        return rearrange(
+            images, "b (t m c) h w -> b m (t c) h w", m=self.groups, c=self.frame_channels // self.groups
+        )
 
     # ------------------------------------------------------------------ training
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

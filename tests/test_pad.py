@@ -29,6 +29,15 @@ TINY = {
     "action_tokens": "one",
 }
 KEYS = ["observation.state", IMAGE_KEY]
+TINY_LATENTS = {k: str(v) for k, v in TINY.items()} | {
+    "future_offsets": "[2, 4]",
+    "image_keys": f'["{IMAGE_KEY}"]',
+    "patch_size": "4",
+    "autoencoder_steps": "2",
+    "autoencoder_factor": "2",
+    "autoencoder_width": "8",
+}
+"""`train` overrides (strings, as the command line gives them): TINY on a 2-step frame autoencoder's latents."""
 
 
 @pytest.fixture(scope="module")
@@ -452,14 +461,7 @@ def test_a_run_with_the_autoencoder_stage_keeps_it_frozen_after_its_stage_and_in
     from visuomotor.train import train
 
     # the cpu preset's recipe (latents of its own autoencoder, one token per action step), tiny
-    over = {k: str(v) for k, v in TINY.items() if k != "action_tokens"} | {
-        "future_offsets": "[2, 4]",
-        "image_keys": f'["{IMAGE_KEY}"]',
-        "patch_size": "4",
-        "autoencoder_steps": "2",
-        "autoencoder_factor": "2",
-        "autoencoder_width": "8",
-    }
+    over = {k: v for k, v in TINY_LATENTS.items() if k != "action_tokens"}
     fast = {"steps": "5", "batch_size": "4", "warmup_steps": "1", "save_every": "1"}
     train("pad", store.path, tmp_path / "run", policy_overrides=over, preset="cpu", progress=False,
           train_overrides=fast)  # fmt: skip
@@ -606,14 +608,7 @@ def test_a_run_can_reuse_another_runs_frame_autoencoder_and_skip_its_stage(store
     from visuomotor.policies import load_policy
     from visuomotor.train import train
 
-    over = {k: str(v) for k, v in TINY.items()} | {
-        "future_offsets": "[2, 4]",
-        "image_keys": f'["{IMAGE_KEY}"]',
-        "patch_size": "4",
-        "autoencoder_steps": "2",
-        "autoencoder_factor": "2",
-        "autoencoder_width": "8",
-    }
+    over = TINY_LATENTS
     fast = {"steps": "3", "batch_size": "4", "warmup_steps": "1"}
     common = {"preset": "cpu", "progress": False, "train_overrides": fast}
     first, second = tmp_path / "first", tmp_path / "second"

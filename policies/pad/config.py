@@ -227,7 +227,8 @@ class PadConfig(PolicyConfig):
 
 PRESETS: dict[str, dict] = {
     # The best recipe measured here (BENCHMARKS.md, DDIM steps that start at the pure-noise level: 52.2%
-    # on MT10; 47.2% with leading steps; 44.5% on the 200 episodes where pixels gave 19.2%): a first stage
+    # on MT10, 55.4% with --steps 8000 (More DiT steps); 47.2% with leading steps; 44.5% on the 200
+    # episodes where pixels gave 19.2%): a first stage
     # of 2,000 steps fits a small frame autoencoder to the store (64 px -> 4 x 16 x 16 latents), then a
     # small DiT (3.0 M parameters, ~1.3 s per batch of 64 on one core) trained from scratch on those
     # latents with patch 2 (64 tokens per frame), one token per action step, one observation frame as in

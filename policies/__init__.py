@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visuomotor.errors import InvalidInputError
+from visuomotor.errors import InvalidInputError, MissingPathError
 from visuomotor.policies.common.saved import CheckpointInfo, inspect_checkpoint
 from visuomotor.rundir import resolve_checkpoint
 
@@ -75,3 +75,13 @@ def load_policy(path: str | Path, device: str | None = None, overrides: Mapping[
     optionally with inference-time fields changed (`PolicyConfig.INFERENCE_FIELDS`)."""
     info = inspect_checkpoint(path, overrides)
     return get_policy_entry(info.policy).load()[0].from_checkpoint(info, device)
+
+
+def load_source_policy(field: str, path: str | Path, device: str | None = None):
+    """The checkpoint a config field names as the source of a trained part (CARP's `tokenizer_from`,
+    PAD's `autoencoder_from`): `load_policy`, with a path that is missing or not a checkpoint reported
+    under the field's name."""
+    try:
+        return load_policy(path, device=device)
+    except MissingPathError as error:
+        raise MissingPathError(f"{field}={str(path)!r}: {error}") from error

@@ -294,6 +294,9 @@ def test_reusing_a_tokenizer_skips_stage_one(tmp_path, store_path, capsys):
     bad = tmp_path / "bad"
     assert main(carp_args(store_path, bad, 6, "-o", f"tokenizer_from={first}", "-o", "codebook_size=32")) == 2
     assert "codebook_size is 16, this run's is 32" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert main(carp_args(store_path, tmp_path / "lost", 6, "-o", f"tokenizer_from={missing}")) == 2
+    assert f"tokenizer_from='{missing}': {missing}: not found" in capsys.readouterr().err
 
 
 def test_both_stages_under_ddp_and_an_exact_resume(tmp_path, store_path):

@@ -644,5 +644,13 @@ def test_a_run_can_reuse_another_runs_frame_autoencoder_and_skip_its_stage(store
             policy_overrides=over | {"autoencoder_from": str(pixels)},
             **common,
         )
+    with pytest.raises(FileNotFoundError, match=r"autoencoder_from='.*nowhere': .*nowhere: not found"):
+        train(
+            "pad",
+            store.path,
+            tmp_path / "y",
+            policy_overrides=over | {"autoencoder_from": str(tmp_path / "nowhere")},
+            **common,
+        )
     with pytest.raises(ValueError, match="either vae_path or autoencoder_from"):
         build(store, autoencoder_from=str(first), vae_path=str(tmp_path))

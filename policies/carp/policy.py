@@ -106,9 +106,9 @@ class CarpPolicy(Policy):
         codes only mean something for actions normalised the way the tokenizer saw them)."""
         if not self.config.tokenizer_from:
             return
-        from visuomotor.policies import load_policy
+        from visuomotor.policies import load_source_policy
 
-        source = load_policy(self.config.tokenizer_from, device=str(self.device))
+        source = load_source_policy("tokenizer_from", self.config.tokenizer_from, device=str(self.device))
         if not isinstance(source, CarpPolicy):
             raise InvalidInputError(
                 f"tokenizer_from={self.config.tokenizer_from!r} is a '{source.name}' checkpoint, not CARP"

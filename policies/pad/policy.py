@@ -144,10 +144,10 @@ class PadPolicy(Policy):
     def _reuse_autoencoder(self) -> None:
         """Copy the frame autoencoder (weights and latent statistics) of the PAD run `autoencoder_from`;
         its geometry and frame size must be this run's, or the DiT would be built for other latents."""
-        from visuomotor.policies import load_policy
+        from visuomotor.policies import load_source_policy
 
         c, where = self.config, f"autoencoder_from={self.config.autoencoder_from!r}"
-        source = load_policy(c.autoencoder_from, device=str(self.device))
+        source = load_source_policy("autoencoder_from", c.autoencoder_from, device=str(self.device))
         if not isinstance(source, PadPolicy) or source.autoencoder is None:
             kind = (
                 f"a '{source.name}' checkpoint"

@@ -654,3 +654,37 @@ def test_a_run_can_reuse_another_runs_frame_autoencoder_and_skip_its_stage(store
         )
     with pytest.raises(ValueError, match="either vae_path or autoencoder_from"):
         build(store, autoencoder_from=str(first), vae_path=str(tmp_path))
+
+
+def test_the_camera_reliance_diagnostic_finds_the_camera_the_actions_read():
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "camera_reliance.py"
+    spec = importlib.util.spec_from_file_location("camera_reliance", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class ReadsTheWrist:  # its chunk is the mean of the wrist camera's pixels: the top camera is ignored
+        config = SimpleNamespace(image_keys=("observation.images.top", "observation.images.wrist"))
+
+        def predict_action_chunk(self, batch, generator):
+            return (
+                batch["observation.images.wrist"]
+                .float()
+                .mean(dim=(1, 2, 3, 4))[:, None, None]
+                .expand(-1, 3, 2)
+            )
+
+    rng = np.random.default_rng(0)
+    level = np.arange(8, dtype=np.float32)  # window i shows level i, and its demonstrated actions are i
+    frames = np.broadcast_to(level[:, None, None, None, None], (8, 1, 4, 4, 3)).astype(np.uint8)
+    windows = {
+        "observation.images.top": rng.integers(0, 255, (8, 1, 4, 4, 3), dtype=np.uint8),
+        "observation.images.wrist": frames.copy(),
+        "action": np.broadcast_to(level[:, None, None], (8, 3, 2)).copy(),
+    }
+    row = module.task_reliance(ReadsTheWrist(), windows, rng, seed=0)
+    assert row["as_is"] == 0.0 and row["top_swapped"] == 0.0
+    assert row["wrist_swapped"] > 1.0  # another window's wrist frames: another window's actions

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +85,16 @@ def load_source_policy(field: str, path: str | Path, device: str | None = None):
         return load_policy(path, device=device)
     except MissingPathError as error:
         raise MissingPathError(f"{field}={str(path)!r}: {error}") from error
+
+
+def require_same_fields(where: str, mine: Any, theirs: Any, fields: Sequence[str]) -> None:
+    """Raise naming `where` (e.g. "tokenizer_from='runs/a'") and the first of `fields` on which the configs
+    `mine` and `theirs` differ; tuples (from a preset) and lists (from JSON) compare equal."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, list | tuple) else value
+
+    for field in fields:
+        ours, source = plain(getattr(mine, field)), plain(getattr(theirs, field))
+        if ours != source:
+            raise InvalidInputError(f"{where}: its {field} is {source}, this run's is {ours}")

@@ -106,27 +106,14 @@ class CarpPolicy(Policy):
         codes only mean something for actions normalised the way the tokenizer saw them)."""
         if not self.config.tokenizer_from:
             return
-        from visuomotor.policies import load_source_policy
+        from visuomotor.policies import load_source_policy, require_same_fields
 
+        where = f"tokenizer_from={self.config.tokenizer_from!r}"
         source = load_source_policy("tokenizer_from", self.config.tokenizer_from, device=str(self.device))
         if not isinstance(source, CarpPolicy):
-            raise InvalidInputError(
-                f"tokenizer_from={self.config.tokenizer_from!r} is a '{source.name}' checkpoint, not CARP"
-            )
-        for field in (
-            "action_dim",
-            "horizon",
-            "scales",
-            "codebook_size",
-            "code_dim",
-            "vae_widths",
-            "cosine_lookup",
-        ):
-            mine, theirs = _plain(getattr(self.config, field)), _plain(getattr(source.config, field))
-            if mine != theirs:
-                raise InvalidInputError(
-                    f"tokenizer_from={self.config.tokenizer_from!r}: its {field} is {theirs}, this run's is {mine}"
-                )
+            raise InvalidInputError(f"{where} is a '{source.name}' checkpoint, not CARP")
+        tokenizer_fields = ("action_dim", "horizon", "scales", "codebook_size", "code_dim", "vae_widths")
+        require_same_fields(where, self.config, source.config, (*tokenizer_fields, "cosine_lookup"))
         self.tokenizer.load_state_dict(source.tokenizer.state_dict())
         self.normalizer.scale("action").copy_(source.normalizer.scale("action"))
         self.normalizer.offset("action").copy_(source.normalizer.offset("action"))
@@ -165,8 +152,3 @@ class CarpPolicy(Policy):
     def predict_action_chunk(self, obs: dict[str, Any], generator: torch.Generator | None = None) -> Tensor:
         actions = self.tokenizer.decode_indices(self.predict_tokens(obs, generator))  # (B, H, A) normalised
         return self.normalizer.unnormalize("action", actions)
-
-
-def _plain(value: Any) -> Any:
-    """Config values compare equal whether they came from a preset (tuples) or JSON (lists)."""
-    return list(value) if isinstance(value, list | tuple) else value

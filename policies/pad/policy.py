@@ -144,7 +144,7 @@ class PadPolicy(Policy):
     def _reuse_autoencoder(self) -> None:
         """Copy the frame autoencoder (weights and latent statistics) of the PAD run `autoencoder_from`;
         its geometry and frame size must be this run's, or the DiT would be built for other latents."""
-        from visuomotor.policies import load_source_policy
+        from visuomotor.policies import load_source_policy, require_same_fields
 
         c, where = self.config, f"autoencoder_from={self.config.autoencoder_from!r}"
         source = load_source_policy("autoencoder_from", c.autoencoder_from, device=str(self.device))
@@ -157,10 +157,8 @@ class PadPolicy(Policy):
             raise InvalidInputError(
                 f"{where} is {kind}: it must be a PAD run that trained a frame autoencoder"
             )
-        for field in ("autoencoder_channels", "autoencoder_factor", "autoencoder_width"):
-            mine, theirs = getattr(c, field), getattr(source.config, field)
-            if mine != theirs:
-                raise InvalidInputError(f"{where}: its {field} is {theirs}, this run's is {mine}")
+        geometry = ("autoencoder_channels", "autoencoder_factor", "autoencoder_width")
+        require_same_fields(where, c, source.config, geometry)
         mine_hw = c.input_shapes[c.image_keys[0]][:2]
         theirs_hw = source.config.input_shapes[source.config.image_keys[0]][:2]
         if list(mine_hw) != list(theirs_hw):

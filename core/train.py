@@ -600,7 +600,7 @@ def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor
     ckpt = save_training_checkpoint(
         run.dir.root, done, *policies, optimizer, scheduler, extra, tcfg.keep_checkpoints, rng_states
     )
-    _frame_pictures(run, done)
+    _training_pictures(run, done)
     if not want_eval:
         return
     report = _rollout(pretrained_model(ckpt), tcfg.eval_env or run.store.env_id, tcfg, run.store)
@@ -614,28 +614,25 @@ def _checkpoint_and_evaluate(run: _Run, done: int, rng_states: list[torch.Tensor
     update_training_state(ckpt, {"best": run.best, "history": run.history})
 
 
-def _frame_pictures(run: _Run, done: int, windows: int = 4) -> None:
-    """A policy that predicts frames (PAD): PSNR of its predictions on a few fixed windows (held-out
-    episodes when there is a validation split; all cameras) into the history, and a PNG strip in pictures/."""
-    if not hasattr(run.ema_policy, "frame_predictions"):
+def _training_pictures(run: _Run, done: int, windows: int = 4) -> None:
+    """A policy with pictures to show (PAD: its reconstructed or predicted frames): their metrics into the
+    history and a PNG in pictures/, on a few fixed windows (held-out episodes when there is a validation
+    split)."""
+    if not hasattr(run.ema_policy, "training_pictures"):
         return
-    from visuomotor.policies.pad.pictures import psnr, strip, write_strip
+    import imageio.v2 as imageio
 
     sampler = run.val_sampler or run.sampler
     idx = np.linspace(0, len(sampler) - 1, windows).astype(np.int64)
     sample = {k: torch.from_numpy(v).to(run.config.device) for k, v in sampler.sample(idx).items()}
-    out = run.ema_policy.eval().frame_predictions(sample, torch.Generator().manual_seed(run.tcfg.seed))
+    out = run.ema_policy.eval().training_pictures(sample, torch.Generator().manual_seed(run.tcfg.seed))
     if out is None:
         return
-    entry = {"step": done, "frame_psnr": psnr(out["real"], out["predicted"])}
-    entry["frame_psnr_copy_current"] = psnr(
-        out["real"], np.repeat(out["current"][:, None], out["real"].shape[1], 1)
-    )
-    run.history.append(entry)
-    write_strip(  # the first camera
-        run.dir.root / "pictures" / f"step_{done:07d}.png",
-        strip(out["current"][:, 0], out["real"][:, :, 0], out["predicted"][:, :, 0]),
-    )
+    name, metrics, image = out
+    run.history.append({"step": done, **metrics})
+    folder = run.dir.root / "pictures"
+    folder.mkdir(exist_ok=True)
+    imageio.imwrite(folder / f"{name}_{done:07d}.png", image)
 
 
 def _finish(run: _Run, world: int, wall_s: float) -> dict[str, Any]:

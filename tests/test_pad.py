@@ -477,6 +477,11 @@ def test_a_run_with_the_autoencoder_stage_keeps_it_frozen_after_its_stage_and_in
     loaded = load_policy(tmp_path / "run")
     assert loaded.autoencoder is not None and loaded.config.action_tokens == "per_step"
     assert torch.equal(loaded.autoencoder.latent_std, weights[5]["autoencoder.latent_std"])
+    pictures = sorted(p.name for p in (tmp_path / "run" / "pictures").iterdir())
+    assert pictures[:2] == ["autoencoder_step_0000001.png", "autoencoder_step_0000002.png"]
+    assert pictures[2:] == [f"step_{s:07d}.png" for s in (3, 4, 5)]
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert [h["step"] for h in history if "recon_psnr" in h] == [1, 2]
     with pytest.raises(ValueError, match="steps must exceed 2, got 2"):
         train("pad", store.path, tmp_path / "short", policy_overrides=over, preset="cpu", progress=False,
               train_overrides=fast | {"steps": "2"})  # fmt: skip
@@ -514,6 +519,32 @@ def test_the_frames_benchmark_scores_the_latent_space_itself_when_there_is_one(s
         None, quick=True, store_path=store.path, checkpoint=str(tmp_path / "pixels")
     )
     assert "autoencoded_db" not in on_pixels["psnr"][IMAGE_KEY]["t+4"]
+
+
+def test_training_pictures_show_the_autoencoders_reconstructions_then_the_predicted_futures(store):
+    from visuomotor.policies.pad.pictures import psnr
+
+    policy = build(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8, patch_size=4)
+    windows = batch(policy, store, [0, 5, 9])
+    generator = torch.Generator().manual_seed(0)
+    policy.eval().set_stage("autoencoder")
+    name, metrics, image = policy.training_pictures(windows, generator)
+    current = windows[IMAGE_KEY][:, 0].numpy()  # the current frame, (3, 16, 16, 3)
+    rebuilt = policy.reconstruct(current)
+    assert name == "autoencoder_step" and metrics == {"recon_psnr": psnr(current, rebuilt)}
+    assert image.shape == (3 * 16, 2 * 16, 3)  # a row per window: [real | reconstructed] per camera
+    assert np.array_equal(image[16:32, :16], current[1]) and np.array_equal(image[16:32, 16:], rebuilt[1])
+    assert not np.array_equal(rebuilt, current)  # an untrained autoencoder: the picture shows the loss
+
+    policy.set_stage("dit")
+    name, metrics, image = policy.training_pictures(windows, generator)
+    assert name == "step" and set(metrics) == {"frame_psnr", "frame_psnr_copy_current"}
+    assert image.shape == (3 * 16, 5 * 16, 3)  # current, then real and predicted at t+2 and t+4
+    ablation = build(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8, patch_size=4,
+                     predict_images=False).eval()  # fmt: skip
+    assert ablation.training_pictures(windows, generator) is None
+    ablation.set_stage("autoencoder")  # its autoencoder is shown all the same
+    assert ablation.training_pictures(windows, generator)[0] == "autoencoder_step"
 
 
 def test_the_frames_benchmark_scores_sampled_chunks_and_chunks_given_the_real_future(store, tmp_path):

@@ -61,7 +61,7 @@ def _predict(policy, store_path: str, windows: int) -> dict[str, np.ndarray]:
     outs = [policy.frame_predictions(sample, generator) for sample in _windows(policy, store_path, windows)]
     frames = {k: np.concatenate([o[k] for o in outs]) for k in ("current", "real", "predicted")}
     if policy.config.latent_frames:
-        frames["reconstructed"] = _through_space(policy.space, frames["real"])
+        frames["reconstructed"] = policy.reconstruct(frames["real"])
     return frames
 
 
@@ -85,16 +85,6 @@ def action_errors(policy, store_path: str, windows: int) -> dict[str, Any]:
             "executed_mse": round(err[:, :executed].mean().item(), 4),
         }
     return out
-
-
-@torch.no_grad()
-def _through_space(space, real: np.ndarray) -> np.ndarray:
-    """uint8 frames (..., H, W, 3) encoded into the latent space and decoded back, uint8."""
-    from visuomotor.policies.pad.frames import from_uint8, to_uint8
-
-    x = from_uint8(torch.from_numpy(real.reshape(-1, *real.shape[-3:])))
-    out = torch.cat([space.decode(space.encode(b, sample=False)) for b in x.split(64)])
-    return to_uint8(out).numpy().reshape(real.shape)
 
 
 def frame_psnr(frames: dict[str, np.ndarray], cameras: list[str], offsets: list[int]) -> dict[str, Any]:

@@ -4,8 +4,6 @@ predicted frame at each future offset)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 
@@ -25,11 +23,3 @@ def strip(current: np.ndarray, real: np.ndarray, predicted: np.ndarray) -> np.nd
             cells += [real[b, k], predicted[b, k]]
         rows.append(np.concatenate(cells, axis=1))
     return np.concatenate(rows, axis=0)
-
-
-def write_strip(path: Path, image: np.ndarray) -> Path:
-    import imageio.v2 as imageio
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.imwrite(path, image)
-    return path

@@ -35,6 +35,7 @@ from visuomotor.policies.pad.autoencoder import FrameAutoencoder, LearnedFrames
 from visuomotor.policies.pad.config import PadConfig
 from visuomotor.policies.pad.frames import frame_space, from_uint8, to_uint8
 from visuomotor.policies.pad.model import PadDiT
+from visuomotor.policies.pad.pictures import psnr, strip
 from visuomotor.policies.pad.text import encode_texts
 
 ACTION_MASK_KEY = "action_mask"
@@ -358,6 +359,39 @@ class PadPolicy(Policy):
         frames = np.stack([np.asarray(windows[key]) for key in c.image_keys], axis=2)  # (B, To + k, C, ...)
         To = c.n_obs_steps
         return {"current": frames[:, To - 1], "real": frames[:, To:], "predicted": self.predicted_frames}
+
+    @torch.no_grad()
+    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames (..., H, W, 3) through the image branch's space and back: what the DiT can see of
+        them (the frames themselves on pixels)."""
+        x = from_uint8(torch.from_numpy(frames.reshape(-1, *frames.shape[-3:])).to(self.device))
+        out = torch.cat([self.space.decode(self.space.encode(b, sample=False)) for b in x.split(64)])
+        return to_uint8(out).cpu().numpy().reshape(frames.shape)
+
+    def training_pictures(
+        self, windows: dict[str, Any], generator: torch.Generator
+    ) -> tuple[str, dict[str, float], np.ndarray] | None:
+        """What training records at each checkpoint (core/train.py): a file name, metrics and a picture.
+        In the autoencoder stage, the reconstruction PSNR of the windows' current frames and a strip of
+        [real | reconstructed] per camera: a small object the latents drop (a goal marker; architecture.md
+        §PAD) shows there, not in the PSNR. In the DiT stage, the PSNR of the predicted futures, against
+        copying the current frame too, and the first camera's strip of real and predicted futures; None
+        then for the ablation."""
+        if self.stage == "autoencoder":
+            now = self.config.n_obs_steps - 1
+            current = np.stack([np.asarray(windows[k])[:, now] for k in self.config.image_keys], axis=1)
+            rebuilt = self.reconstruct(current)  # (B, cameras, H, W, 3) both
+            image = rearrange(np.stack([current, rebuilt], 2), "b c two h w rgb -> (b h) (c two w) rgb")
+            return "autoencoder_step", {"recon_psnr": psnr(current, rebuilt)}, image
+        out = self.frame_predictions(windows, generator)
+        if out is None:
+            return None
+        copy_current = np.repeat(out["current"][:, None], out["real"].shape[1], 1)
+        metrics = {
+            "frame_psnr": psnr(out["real"], out["predicted"]),
+            "frame_psnr_copy_current": psnr(out["real"], copy_current),
+        }
+        return "step", metrics, strip(out["current"][:, 0], out["real"][:, :, 0], out["predicted"][:, :, 0])
 
     def reset(self) -> None:
         super().reset()

@@ -635,6 +635,20 @@ def test_separate_camera_tokens_give_each_camera_its_own_patch_tokens(store):
         build(store, camera_tokens="apart")
 
 
+def test_the_autoencoder_picture_puts_each_cameras_real_and_reconstructed_frames_side_by_side(store):
+    policy = two_camera_policy(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8,
+                               patch_size=4).eval()  # fmt: skip
+    windows = batch(build(store), store, [0, 7])
+    windows[SECOND] = windows[IMAGE_KEY].flip(-2)  # the second camera: the same frames upside down
+    policy.set_stage("autoencoder")
+    _, _, image = policy.training_pictures(windows, torch.Generator().manual_seed(0))
+    assert image.shape == (2 * 16, 4 * 16, 3)  # per window: first camera real | rebuilt, second's the same
+    for c, key in enumerate((IMAGE_KEY, SECOND)):
+        real = windows[key][1, 0].numpy()
+        assert np.array_equal(image[16:, 32 * c : 32 * c + 16], real)
+        assert np.array_equal(image[16:, 32 * c + 16 : 32 * c + 32], policy.reconstruct(real))
+
+
 def test_a_run_can_reuse_another_runs_frame_autoencoder_and_skip_its_stage(store, tmp_path):
     from visuomotor.policies import load_policy
     from visuomotor.train import train

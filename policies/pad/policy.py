@@ -356,9 +356,14 @@ class PadPolicy(Policy):
             return None
         self.predict_action_chunk(windows, generator=generator)
         assert self.predicted_frames is not None
-        frames = np.stack([np.asarray(windows[key]) for key in c.image_keys], axis=2)  # (B, To + k, C, ...)
+        frames = self._camera_frames(windows)
         To = c.n_obs_steps
         return {"current": frames[:, To - 1], "real": frames[:, To:], "predicted": self.predicted_frames}
+
+    def _camera_frames(self, windows: dict[str, Any]) -> np.ndarray:
+        """Every camera's frames of the windows (arrays, or tensors on any device), uint8 (B, T, cameras,
+        H, W, 3) on the host."""
+        return np.stack([torch.as_tensor(windows[k]).cpu().numpy() for k in self.config.image_keys], axis=2)
 
     @torch.no_grad()
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
@@ -378,8 +383,7 @@ class PadPolicy(Policy):
         copying the current frame too, and the first camera's strip of real and predicted futures; None
         then for the ablation."""
         if self.stage == "autoencoder":
-            now = self.config.n_obs_steps - 1
-            current = np.stack([np.asarray(windows[k])[:, now] for k in self.config.image_keys], axis=1)
+            current = self._camera_frames(windows)[:, self.config.n_obs_steps - 1]
             rebuilt = self.reconstruct(current)  # (B, cameras, H, W, 3) both
             image = rearrange(np.stack([current, rebuilt], 2), "b c two h w rgb -> (b h) (c two w) rgb")
             return "autoencoder_step", {"recon_psnr": psnr(current, rebuilt)}, image

@@ -635,6 +635,43 @@ def test_separate_camera_tokens_give_each_camera_its_own_patch_tokens(store):
         build(store, camera_tokens="apart")
 
 
+def test_camera_features_condition_the_dit_on_each_cameras_current_frames(store, tmp_path):
+    from visuomotor.policies import load_policy
+
+    policy = two_camera_policy(store, camera_features=True)
+    data = batch(build(store), store, [0, 1, 2, 3])
+    data[SECOND] = data[IMAGE_KEY].flip(-2)
+    pixels = policy.pixels(data, 3)  # the current frame and two futures per camera; eval: no shift
+    cond = policy.conditioning(data, pixels)
+    assert not torch.allclose(cond, policy.cond(data, 4))  # the frames add to the task's conditioning
+    for camera in range(2):  # each camera's current frame moves it ...
+        changed = [x.clone() for x in pixels]
+        changed[camera][:, 0] = -changed[camera][:, 0]
+        assert not torch.allclose(policy.conditioning(data, changed), cond)
+    futures_changed = [torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], dim=1) for x in pixels]
+    assert torch.allclose(
+        policy.conditioning(data, futures_changed), cond, atol=1e-6
+    )  # ... the futures do not
+
+    for p in policy.net.parameters():  # away from adaLN-Zero's start, where the conditioning has no gradient
+        torch.nn.init.normal_(p, std=0.05)
+    loss, _ = policy.train().compute_loss(data)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.camera_features.parameters())
+    staged = build(store, camera_features=True, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8,
+                   patch_size=4)  # fmt: skip
+    assert [s.modules for s in staged.training_stages(5)] == [
+        ("autoencoder",),
+        ("net", "task_embed", "camera_features"),  # trained with the DiT, after the autoencoder
+    ]
+
+    policy.eval().save_pretrained(tmp_path / "ckpt")
+    loaded = load_policy(tmp_path / "ckpt")
+    obs = {k: v[:2, :1] for k, v in data.items() if k in (*KEYS, SECOND)} | {"task": ["a", "b"]}
+    chunks = [p.predict_action_chunk(obs, torch.Generator().manual_seed(0)) for p in (policy, loaded)]
+    assert torch.equal(chunks[0], chunks[1])
+
+
 def test_the_autoencoder_picture_puts_each_cameras_real_and_reconstructed_frames_side_by_side(store):
     policy = two_camera_policy(store, autoencoder_steps=2, autoencoder_factor=2, autoencoder_width=8,
                                patch_size=4).eval()  # fmt: skip

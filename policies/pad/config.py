@@ -71,6 +71,12 @@ class PadConfig(PolicyConfig):
     the cameras stacked on channels (the paper has one camera); separate: each camera has its own patch
     tokens (the same patch embedding, plus a learned embedding per camera), so attention can relate a
     region of one view to any region of the other, at twice the image tokens with two cameras."""
+    camera_features: bool = False
+    """Also condition the DiT on features of the current frames from a small CNN per camera (Diffusion
+    Policy's observation encoder: `vision_backbone`, `vision_feature_dim`, `cnn_width`), trained with the
+    DiT by both losses and added to the timestep and task conditioning that drives adaLN. Not in the paper,
+    whose DiT sees the current frame only as frozen-VAE patch tokens; here the actions barely read those
+    tokens (architecture.md §PAD), while DP's CNN, trained for the actions, reads both cameras."""
     patch_size: int = 8
     """Side of the square patches the stacked frames (or their latents, with `vae_path`) are cut into, one
     token each."""

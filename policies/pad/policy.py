@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from visuomotor.datasets.images import random_shift
 from visuomotor.errors import InvalidInputError, MissingKeyError
+from visuomotor.policies.common.encoders import make_backbone
 from visuomotor.policies.common.policy import Policy, TrainStage
 from visuomotor.policies.pad.autoencoder import FrameAutoencoder, LearnedFrames
 from visuomotor.policies.pad.config import PadConfig
@@ -53,6 +54,27 @@ class TaskText(nn.Module):
 
     def forward(self, tasks: Tensor) -> Tensor:
         return self.project(self.features[tasks])
+
+
+class CameraFeatures(nn.Module):
+    """Every camera's observation frames -> one conditioning vector (B, dim) (`camera_features`): a CNN per
+    camera, the features of each frame concatenated, a linear map to the DiT's width."""
+
+    def __init__(self, config: PadConfig) -> None:
+        super().__init__()
+        c = config
+        self.backbones = nn.ModuleList(
+            make_backbone(c.vision_backbone, c.vision_feature_dim, c.cnn_width) for _ in c.image_keys
+        )
+        self.project = nn.Linear(len(c.image_keys) * c.n_obs_steps * c.vision_feature_dim, c.hidden_dim)
+
+    def forward(self, per_camera: list[Tensor]) -> Tensor:
+        """per_camera: (B, n_obs_steps, 3, H, W) pixels in [-1, 1] of each camera."""
+        features = [
+            net(x.flatten(0, 1)).unflatten(0, x.shape[:2]).flatten(1)  # (B, n_obs_steps * D)
+            for net, x in zip(self.backbones, per_camera, strict=True)
+        ]
+        return self.project(torch.cat(features, dim=1))
 
 
 class PadPolicy(Policy):
@@ -99,6 +121,7 @@ class PadPolicy(Policy):
             self.task_embed = self._text_conditioning()
         elif c.use_tasks:
             self.task_embed = nn.Embedding(len(c.tasks), c.hidden_dim)
+        self.camera_features = CameraFeatures(c) if c.camera_features else None
         schedule = {"num_train_timesteps": c.num_train_timesteps, "beta_schedule": c.beta_schedule}
         self.train_scheduler = DDPMScheduler(**schedule, clip_sample=True)  # add_noise only: one for both
         spacing = {"timestep_spacing": c.timestep_spacing}
@@ -182,7 +205,8 @@ class PadPolicy(Policy):
                 f"PAD trains the frame autoencoder for autoencoder_steps={ae_steps} steps and the DiT for the "
                 f"rest of the run: steps must exceed {ae_steps}, got {total_steps}"
             )
-        dit = ("net", "task_embed") if self.task_embed is not None else ("net",)
+        optional = ("task_embed", "camera_features")
+        dit = ("net", *(name for name in optional if getattr(self, name) is not None))
         return [
             TrainStage(
                 "autoencoder", ae_steps, ("autoencoder",), batch_size=self.config.autoencoder_batch_size
@@ -214,11 +238,15 @@ class PadPolicy(Policy):
     def frames(self, obs: dict[str, Any], n_frames: int) -> Tensor:
         """The first `n_frames` frames of every camera in the image branch's space, (B, n_frames,
         cameras * C, h, w): pixels (C = 3) or latents."""
-        per_camera = [
+        return self.encode_frames(self.pixels(obs, n_frames))
+
+    def encode_frames(self, per_camera: list[Tensor]) -> Tensor:
+        """`pixels`' frames -> the image branch's space, every camera on channels (B, T, cameras * C, h, w)."""
+        encoded = [
             self.space.encode(x.flatten(0, 1), sample=self.training).unflatten(0, x.shape[:2])
-            for x in self.pixels(obs, n_frames)
+            for x in per_camera
         ]
-        return torch.cat(per_camera, dim=2)
+        return torch.cat(encoded, dim=2)
 
     def proprio(self, obs: dict[str, Any]) -> Tensor:
         """The normalised low-dim state of the current frame (B, S); (B, 0) without state keys."""
@@ -233,10 +261,19 @@ class PadPolicy(Policy):
         return torch.cat(parts, dim=1) if parts else torch.zeros(B, 0, device=self.device)
 
     def cond(self, obs: dict[str, Any], B: int) -> Tensor:
+        """The task's conditioning (B, hidden_dim); zeros without task conditioning."""
         tasks = self.task_indices(obs, B)
         if self.task_embed is None or tasks is None:
             return torch.zeros(B, self.config.hidden_dim, device=self.device)
         return self.task_embed(tasks)
+
+    def conditioning(self, obs: dict[str, Any], per_camera: list[Tensor]) -> Tensor:
+        """What adaLN adds to the timestep: the task's conditioning, plus with `camera_features` the CNN
+        features of the observation frames (the first n_obs_steps of `pixels`' frames, shifted alike)."""
+        cond = self.cond(obs, per_camera[0].shape[0])
+        if self.camera_features is None:
+            return cond
+        return cond + self.camera_features([x[:, : self.config.n_obs_steps] for x in per_camera])
 
     def action_tokens(self, noisy: Tensor, state: Tensor) -> Tensor:
         """(B, H, A) noisy chunk + (B, S) proprio -> (B, N_a, a_in) token inputs."""
@@ -271,7 +308,8 @@ class PadPolicy(Policy):
             assert self.autoencoder is not None
             x = torch.cat([p.flatten(0, 1) for p in self.pixels(batch, To + len(c.future_offsets))])
             return self.autoencoder.reconstruction_loss(x)
-        frames = self.frames(batch, To + len(c.future_offsets))  # (B, To + k, F, H, W)
+        pixels = self.pixels(batch, To + len(c.future_offsets))
+        frames = self.encode_frames(pixels)  # (B, To + k, F, H, W)
         B = frames.shape[0]
         current, future = frames[:, :To].flatten(1, 2), frames[:, To:].flatten(1, 2)
         actions = self.normalizer.normalize_key("action", batch["action"].float())
@@ -281,7 +319,7 @@ class PadPolicy(Policy):
         noise_future = torch.randn_like(future) if c.predict_images else None
         noisy_future = self.train_scheduler.add_noise(future, noise_future, t) if c.predict_images else None
         eps_future, eps_actions = self.denoise(
-            noisy_future, current, noisy_actions, self.proprio(batch), t, self.cond(batch, B)
+            noisy_future, current, noisy_actions, self.proprio(batch), t, self.conditioning(batch, pixels)
         )
         per_window = F.mse_loss(eps_actions, noise_actions, reduction="none").flatten(1).mean(1)
         mask = batch.get(ACTION_MASK_KEY)
@@ -314,11 +352,12 @@ class PadPolicy(Policy):
         c = self.config
         k, To = len(c.future_offsets), c.n_obs_steps
         given = real_future and c.predict_images
-        frames = self.frames(obs, To + k if given else To)  # encoded once: current (and real future)
+        pixels = self.pixels(obs, To + k if given else To)
+        frames = self.encode_frames(pixels)  # encoded once: current (and real future)
         current = frames[:, :To].flatten(1, 2)  # (B, To * F, H, W)
         real = frames[:, To:].flatten(1, 2) if given else None
         B, _, h, w = current.shape
-        state, cond = self.proprio(obs), self.cond(obs, B)
+        state, cond = self.proprio(obs), self.conditioning(obs, pixels)
         actions = torch.randn(B, c.horizon, c.action_dim, generator=generator, device=self.device)
         shape = (B, k * self.frame_channels, h, w)
         future = torch.randn(shape, generator=generator, device=self.device) if c.predict_images else None

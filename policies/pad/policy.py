@@ -14,7 +14,8 @@ from scratch; a learned task embedding instead of CLIP text features unless the 
 model (`text_encoder`); epsilon-MSE with fixed variance instead of the learned-variance hybrid loss; the
 clean frames as the image branch's target on pixels (`image_prediction`); and actions that are the env's
 action chunk (comparable with Diffusion Policy and CARP in the same evaluator) instead of future
-end-effector poses followed by a motion planner.
+end-effector poses followed by a motion planner. Optional and not in the paper: `camera_features`, a
+CNN per camera whose features of the current frames join the adaLN conditioning (architecture.md §PAD).
 """
 
 from __future__ import annotations

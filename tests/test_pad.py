@@ -648,10 +648,9 @@ def test_camera_features_condition_the_dit_on_each_cameras_current_frames(store,
         changed = [x.clone() for x in pixels]
         changed[camera][:, 0] = -changed[camera][:, 0]
         assert not torch.allclose(policy.conditioning(data, changed), cond)
+    # ... the future frames do not
     futures_changed = [torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], dim=1) for x in pixels]
-    assert torch.allclose(
-        policy.conditioning(data, futures_changed), cond, atol=1e-6
-    )  # ... the futures do not
+    assert torch.allclose(policy.conditioning(data, futures_changed), cond, atol=1e-6)
 
     for p in policy.net.parameters():  # away from adaLN-Zero's start, where the conditioning has no gradient
         torch.nn.init.normal_(p, std=0.05)

@@ -77,8 +77,8 @@ class PadConfig(PolicyConfig):
     DiT by both losses and added to the timestep and task conditioning that drives adaLN. Not in the paper,
     whose DiT sees the current frame only as frozen-VAE patch tokens; here the actions barely read those
     tokens (architecture.md §PAD), while DP's CNN, trained for the actions, reads both cameras. On in the
-    cpu preset (+9.5 points on 200 MT10 episodes over the recipe without it, BENCHMARKS.md); off in the
-    paper preset."""
+    cpu preset (61.2% on MT10 against 52.2% for the recipe without it, BENCHMARKS.md); off in the paper
+    preset."""
     patch_size: int = 8
     """Side of the square patches the stacked frames (or their latents, with `vae_path`) are cut into, one
     token each."""
@@ -234,8 +234,8 @@ class PadConfig(PolicyConfig):
 
 
 PRESETS: dict[str, dict] = {
-    # The best recipe measured here (BENCHMARKS.md, A CNN per camera beside the DiT: 60.5% on 200 MT10
-    # episodes, +8.0 over its ablation; without camera_features 52.2% on 500, 55.4% with --steps 8000):
+    # The best recipe measured here (BENCHMARKS.md, A CNN per camera beside the DiT: 61.2% on MT10, +8.0
+    # over its ablation; without camera_features 52.2% on the same 500 episodes, 55.4% with --steps 8000):
     # a first stage of 2,000 steps fits a small frame autoencoder to the store (64 px -> 4 x 16 x 16
     # latents), then a small DiT (3.3 M parameters with the per-camera CNN, ~0.6 s per batch of 64 on
     # two threads) trained from scratch on those latents with patch 2 (64 tokens per frame), one token
